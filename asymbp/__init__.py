@@ -1,0 +1,26 @@
+"""asymbp: asymmetric backpropagation after Liao, Leibo & Poggio (AAAI 2016)."""
+
+from asymbp.feedback import RULES, FeedbackRule, make_rule
+from asymbp.layers import (
+    AsymmetricConv2d,
+    AsymmetricLinear,
+    asymmetric_layers,
+    convert,
+    exact_backprop,
+)
+from asymbp.metrics import error_alignment, weight_alignment
+from asymbp.optim import BatchManhattan
+
+__all__ = [
+    "RULES",
+    "AsymmetricConv2d",
+    "AsymmetricLinear",
+    "BatchManhattan",
+    "FeedbackRule",
+    "asymmetric_layers",
+    "convert",
+    "error_alignment",
+    "exact_backprop",
+    "make_rule",
+    "weight_alignment",
+]

@@ -1,0 +1,126 @@
+"""Batch Manhattan: any torch optimizer stepping on the sign of the mini-batch gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+SCOPES = ("all", "weights")
+SIGN_OF = ("gradient", "update")
+
+
+def layer_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The weights of every Linear and Conv layer (not biases, not normalization parameters)."""
+    return [
+        m.weight
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd) and m.weight is not None
+    ]
+
+
+class BatchManhattan(Optimizer):
+    """Wraps `optimizer` so that it steps on sign(gradient) of the parameters in `scope`.
+
+    sign_of="gradient" (default, Xiao et al. 2018's BM-SGD): each gradient is replaced by its sign,
+        then the wrapped optimizer applies weight decay, momentum and the learning rate as usual.
+        The gradients are left signed after `step`.
+    sign_of="update": the wrapped optimizer computes its (momentum-smoothed) update first, and each
+        parameter moves by lr * sign(that update).
+    scope="all" (default) or "weights": only the Linear/Conv weights of `model` are signed; the
+        other parameters take the wrapped optimizer's plain step.
+
+    It shares the wrapped optimizer's parameter groups and state, so learning-rate schedulers and
+    the `state_dict` round trip work as for the wrapped optimizer.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        scope: str = "all",
+        sign_of: str = "gradient",
+        model: nn.Module | None = None,
+    ) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"Batch Manhattan scope must be one of {SCOPES}, got {scope!r}")
+        if sign_of not in SIGN_OF:
+            raise ValueError(f"Batch Manhattan sign_of must be one of {SIGN_OF}, got {sign_of!r}")
+        if scope == "weights" and model is None:
+            raise ValueError("Batch Manhattan scope='weights' needs the model: pass model=...")
+        self.optimizer = optimizer
+        self.scope = scope
+        self.sign_of = sign_of
+        self._weight_ids = {id(p) for p in layer_weights(model)} if scope == "weights" else None
+        # Optimizer.__setstate__ creates the hook tables without building a second set of groups.
+        self.__setstate__({"defaults": optimizer.defaults})
+
+    # The groups and state are the wrapped optimizer's, never copies.
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value):
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, value):
+        self.optimizer.state = value
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self.optimizer.load_state_dict(state_dict)
+
+    def add_param_group(self, param_group) -> None:
+        self.optimizer.add_param_group(param_group)
+
+    def __getstate__(self):
+        return {
+            "defaults": self.defaults,
+            "optimizer": self.optimizer,
+            "scope": self.scope,
+            "sign_of": self.sign_of,
+            "_weight_ids": self._weight_ids,
+        }
+
+    def __repr__(self) -> str:
+        return f"BatchManhattan(scope={self.scope!r}, sign_of={self.sign_of!r}, {self.optimizer!r})"
+
+    def _in_scope(self, group) -> list[torch.Tensor]:
+        return [
+            p
+            for p in group["params"]
+            if p.grad is not None and (self._weight_ids is None or id(p) in self._weight_ids)
+        ]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.sign_of == "gradient":
+            grads = [p.grad for group in self.param_groups for p in self._in_scope(group)]
+            if grads:
+                torch._foreach_sign_(grads)
+            self.optimizer.step()
+            return loss
+        before = [
+            (group["lr"], p, p.clone())
+            for group in self.param_groups
+            for p in self._in_scope(group)
+        ]
+        self.optimizer.step()
+        for lr, p, old in before:
+            update_sign = torch.sign(p - old)
+            p.copy_(old).add_(update_sign, alpha=float(lr))
+        return loss

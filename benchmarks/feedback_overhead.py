@@ -1,0 +1,84 @@
+"""Cost of asymmetric feedback: one full training step of a conv net, plain PyTorch vs each rule.
+
+Conditions: CPU, float32, torch's default thread count, batch 128 of 3x32x32 (CIFAR-shaped),
+the paper's small CIFAR net (conv5x5-32, max-pool, conv5x5-64, avg-pool, conv5x5-64, avg-pool,
+fc-128, fc-10, ReLU), SGD with momentum. A step is forward + backward + optimizer step. Variants are
+interleaved within every repeat so that drifts of the machine hit all of them alike; the figure is
+the median over repeats, each repeat timing `--steps` consecutive steps.
+
+    python benchmarks/feedback_overhead.py [--repeats 15] [--steps 5] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import asymbp
+from asymbp.feedback import RULES
+
+
+def paper_cnn(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, padding=1),
+        nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, padding=1),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, num_classes),
+    )  # fmt: skip
+
+
+def make_variant(rule: str | None):
+    torch.manual_seed(0)
+    model = paper_cnn()
+    if rule is not None:
+        options = {"concordance": 0.5} if rule == "sc" else {}
+        asymbp.convert(model, rule, seed=0, **options)
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
+def timed_steps(model, optimizer, x, y, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+
+    x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
+    names = ["pytorch"] + sorted(RULES, key=list(RULES).index)
+    variants = {name: make_variant(None if name == "pytorch" else name) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up
+        timed_steps(*variants[name], x, y, steps=2)
+    for _ in range(args.repeats):
+        for name in names:
+            times[name].append(timed_steps(*variants[name], x, y, args.steps))
+
+    baseline = statistics.median(times["pytorch"])
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.repeats} repeats x {args.steps} steps"
+    )
+    print("| variant | median ms/step | ratio to plain PyTorch |")
+    print("|---|---|---|")
+    for name in names:
+        median = statistics.median(times[name])
+        label = "plain PyTorch" if name == "pytorch" else f"asymbp {name}"
+        print(f"| {label} | {median * 1e3:.1f} | {median / baseline:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

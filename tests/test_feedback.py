@@ -1,0 +1,175 @@
+"""Feedback rules: the V each rule makes, its random state, and its validation."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import asymbp
+from asymbp.feedback import RULES, init_std, make_rule
+from asymbp.metrics import sign_concordance
+
+
+def one_layer(rule, shape=(256, 256), seed=0, **options):
+    return asymbp.convert(nn.Sequential(nn.Linear(shape[1], shape[0])), rule, seed=seed, **options)[
+        0
+    ]
+
+
+def train_step(model, optimizer, x, y):
+    optimizer.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def test_registry_has_the_six_rules():
+    assert sorted(RULES) == ["bp", "brsf", "frsf", "rndf", "sc", "usf"]
+
+
+def test_bp_v_is_w():
+    layer = one_layer("bp")
+    assert torch.equal(layer.feedback_weight(), layer.weight)
+
+
+def test_usf_is_exactly_sign_w():
+    layer = one_layer("usf")
+    assert torch.equal(layer.feedback_weight(), torch.sign(layer.weight))
+    assert set(layer.feedback_weight().unique().tolist()) == {-1.0, 1.0}
+
+
+def test_usf_scales():
+    layer = one_layer("usf", shape=(30, 50), scale=0.25)
+    assert torch.equal(layer.feedback_weight(), 0.25 * torch.sign(layer.weight))
+    layer = one_layer("usf", shape=(30, 50), scale="init_std")
+    expected = math.sqrt(2.0 / (50 + 30))
+    assert init_std(layer.weight) == pytest.approx(expected)
+    torch.testing.assert_close(layer.feedback_weight(), expected * torch.sign(layer.weight))
+
+
+@pytest.mark.parametrize("concordance", [1.0, 0.0, 0.7, 0.25])
+def test_sc_fraction_of_concordant_signs(concordance):
+    layer = one_layer("sc", concordance=concordance)
+    fraction = sign_concordance(layer.feedback_weight(), layer.weight)
+    assert fraction == pytest.approx(concordance, abs=0.02)
+    if concordance in (0.0, 1.0):
+        assert fraction == concordance
+
+
+def test_sc_concordance_holds_as_w_changes_sign():
+    layer = one_layer("sc", shape=(64, 64), concordance=0.7)
+    with torch.no_grad():
+        layer.weight.neg_()
+    assert sign_concordance(layer.feedback_weight(), layer.weight) == pytest.approx(0.7, abs=1e-3)
+
+
+@pytest.mark.parametrize("rule", ["brsf", "frsf"])
+def test_sign_concordant_rules_have_all_signs_right_and_random_magnitudes(rule):
+    layer = one_layer(rule)
+    v = layer.feedback_weight()
+    assert sign_concordance(v, layer.weight) == 1.0
+    magnitudes = v.abs()
+    assert magnitudes.min() >= 0 and magnitudes.max() <= 1
+    assert magnitudes.mean().item() == pytest.approx(0.5, abs=0.01)  # uniform on [0, 1]
+
+
+def test_half_normal_magnitudes():
+    layer = one_layer("frsf", magnitude="half_normal")
+    mean = layer.feedback_weight().abs().mean().item()
+    assert mean == pytest.approx(math.sqrt(2 / math.pi), abs=0.01)
+
+
+def test_rndf_has_random_signs():
+    layer = one_layer("rndf")
+    assert sign_concordance(layer.feedback_weight(), layer.weight) == pytest.approx(0.5, abs=0.02)
+
+
+def test_brsf_redraws_v_every_training_step(monkeypatch):
+    torch.manual_seed(0)
+    model = asymbp.convert(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)), "brsf")
+    layer = model[2]
+    seen = []
+    original = layer.feedback_weight
+
+    def recording():
+        seen.append(original())
+        return seen[-1]
+
+    monkeypatch.setattr(layer, "feedback_weight", recording)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    train_step(model, opt, x, y)
+    train_step(model, opt, x, y)
+    assert len(seen) == 2
+    # New magnitudes (uniform draws differ by 1/3 on average), same signs as the small-step W.
+    assert (seen[0].abs() - seen[1].abs()).abs().mean() > 0.2
+    assert sign_concordance(seen[0], seen[1]) > 0.95
+
+
+@pytest.mark.parametrize("rule", ["frsf", "rndf", "sc"])
+def test_fixed_state_is_unchanged_by_training_and_restored_from_state_dict(rule):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    options = {"concordance": 0.5} if rule == "sc" else {}
+    model = asymbp.convert(net, rule, seed=5, **options)
+    state_names = model[0]._feedback_state_names
+    assert state_names
+    before = {
+        k: v.clone() for k, v in model.state_dict().items() if k.split(".")[-1] in state_names
+    }
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(3):
+        train_step(model, opt, torch.randn(16, 8), torch.randint(0, 3, (16,)))
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+
+    fresh = asymbp.convert(
+        nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), rule, seed=6, **options
+    )
+    assert not torch.equal(fresh.state_dict()[next(iter(before))], next(iter(before.values())))
+    fresh.load_state_dict(after)
+    for key, value in before.items():
+        assert torch.equal(fresh.state_dict()[key], value)
+    assert torch.equal(fresh[0].feedback_weight(), model[0].feedback_weight())
+
+
+@pytest.mark.parametrize("rule", ["frsf", "rndf", "sc"])
+def test_same_seed_same_state(rule):
+    options = {"concordance": 0.5} if rule == "sc" else {}
+    a = one_layer(rule, shape=(10, 10), seed=3, **options)
+    b = one_layer(rule, shape=(10, 10), seed=3, **options)
+    c = one_layer(rule, shape=(10, 10), seed=4, **options)
+    for name in a._feedback_state_names:
+        assert torch.equal(getattr(a, name), getattr(b, name))
+        assert not torch.equal(getattr(a, name), getattr(c, name))
+
+
+def test_global_seed_drives_state_when_no_seed_given():
+    torch.manual_seed(11)
+    a = asymbp.convert(nn.Sequential(nn.Linear(5, 5)), "rndf")[0]
+    torch.manual_seed(11)
+    b = asymbp.convert(nn.Sequential(nn.Linear(5, 5)), "rndf")[0]
+    assert torch.equal(a.feedback_matrix, b.feedback_matrix)
+
+
+@pytest.mark.parametrize(
+    "name, options, match",
+    [
+        ("nope", {}, r"unknown feedback rule 'nope'; choose one of \['bp', 'brsf'"),
+        ("sc", {"concordance": 1.5}, r"concordance must be a fraction in \[0, 1\]"),
+        ("sc", {"concordance": -0.1}, r"concordance must be a fraction in \[0, 1\]"),
+        ("usf", {"scale": -1.0}, r"scale must be a number >= 0 or one of \('init_std',\)"),
+        ("usf", {"scale": "big"}, r"scale must be a number >= 0"),
+        (
+            "frsf",
+            {"magnitude": "gaussian"},
+            r"magnitude must be one of \('uniform', 'half_normal'\)",
+        ),
+        ("bp", {"scale": 2.0}, r"has no option\(s\) \['scale'\]; its options are \[\]"),
+    ],
+)
+def test_bad_rules_and_options_raise_value_error(name, options, match):
+    with pytest.raises(ValueError, match=match):
+        make_rule(name, **options)
