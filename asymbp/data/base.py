@@ -1,0 +1,135 @@
+"""The in-memory dataset every loader returns, its error type, and split/statistics helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class DatasetError(Exception):
+    """A dataset's files are missing or corrupt.
+
+    The message is one line: the dataset, the path looked at, the files expected and how to get
+    them (line breaks in it are folded into spaces so logs and Hydra's error print stay one line).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+@dataclass(repr=False)
+class InMemoryDataset:
+    """A whole dataset as tensors.
+
+    Images are uint8 (N, C, H, W), scaled to [0, 1] by dividing by 255 when used; feature data
+    (e.g. audio frames) are float32 (N, ...). Labels are int64 in [0, num_classes).
+    """
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 and not images.is_floating_point():
+                raise TypeError(
+                    f"{self.name}: {split} images must be uint8 or float, not {images.dtype}"
+                )
+            if labels.dtype != torch.int64 or labels.ndim != 1:
+                raise TypeError(
+                    f"{self.name}: {split} labels must be a 1-d int64 tensor, "
+                    f"got {labels.dtype} of shape {tuple(labels.shape)}"
+                )
+            if images.ndim < 2 or images.shape[0] != labels.shape[0]:
+                raise ValueError(
+                    f"{self.name}: {split} has {images.shape[0] if images.ndim else 0} images "
+                    f"of shape {tuple(images.shape)} but {labels.shape[0]} labels"
+                )
+            if labels.numel() and not 0 <= labels.min() <= labels.max() < self.num_classes:
+                raise ValueError(
+                    f"{self.name}: {split} labels span [{int(labels.min())}, {int(labels.max())}], "
+                    f"outside [0, {self.num_classes})"
+                )
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise ValueError(
+                f"{self.name}: train samples {tuple(self.train_images.shape[1:])} and test samples "
+                f"{tuple(self.test_images.shape[1:])} differ in shape"
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: (C, H, W) for images."""
+        return tuple(self.train_images.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"InMemoryDataset(name={self.name!r}, train={len(self.train_labels)}, "
+            f"test={len(self.test_labels)}, input_shape={self.input_shape}, "
+            f"dtype={self.train_images.dtype}, num_classes={self.num_classes})"
+        )
+
+
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split sample indices into (keep, heldout), holding out `fraction` of each class.
+
+    The held-out count is round(fraction * N) overall, shared among the classes by largest
+    remainder, and then clamped so that a class with at least two samples keeps at least one on
+    each side (a class with one sample stays on the keep side). Both index tensors are sorted
+    int64; the same labels and seed always give the same split.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    classes, counts = torch.unique(labels, sorted=True, return_counts=True)
+    exact = counts.double() * fraction
+    heldout_counts = exact.floor().long()
+    shortfall = round(fraction * labels.numel()) - int(heldout_counts.sum())
+    if shortfall > 0:
+        # Stable sort: ties between equal remainders go to the smaller class label.
+        order = torch.sort(exact - heldout_counts, descending=True, stable=True).indices
+        heldout_counts[order[:shortfall]] += 1
+    heldout_counts = torch.where(
+        counts >= 2, heldout_counts.clamp(min=1).minimum(counts - 1), torch.zeros_like(counts)
+    )
+
+    generator = torch.Generator().manual_seed(seed)
+    keep, heldout = [], []
+    for cls, n_heldout in zip(classes.tolist(), heldout_counts.tolist(), strict=True):
+        members = torch.nonzero(labels == cls).reshape(-1)
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        heldout.append(members[:n_heldout])
+        keep.append(members[n_heldout:])
+    return torch.cat(keep).sort().values, torch.cat(heldout).sort().values
+
+
+def channel_stats(
+    images: torch.Tensor, chunk_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std of (N, C, ...) data, as float32 tensors of shape (C,).
+
+    uint8 images are measured in units of the [0, 1]-scaled pixel (value / 255). Accumulates in
+    float64 chunk by chunk, so a large uint8 dataset is never copied whole into floats.
+    """
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError(f"expected non-empty (N, C, ...) data, got shape {tuple(images.shape)}")
+    scale = 255.0 if images.dtype == torch.uint8 else 1.0
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, images.shape[0], chunk_size):
+        chunk = images[start : start + chunk_size].cpu().to(torch.float64) / scale
+        chunk = chunk.transpose(0, 1).reshape(channels, -1)
+        total += chunk.sum(dim=1)
+        total_sq += chunk.square().sum(dim=1)
+    count = images.numel() // channels
+    mean = total / count
+    var = (total_sq / count - mean.square()).clamp(min=0.0)
+    return mean.float(), var.sqrt().float()
