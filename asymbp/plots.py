@@ -1,0 +1,256 @@
+"""Figures of an aggregate, each written as PNG and PDF.
+
+fig_curves         test error against epoch; a line per feedback rule (shaded: std over seeds),
+                   a panel per dataset x stabilization
+fig_stabilization  grouped bars: feedback rule x none/BN/BM/BN+BM, a panel per dataset
+fig_concordance    test accuracy against the percentage of concordant signs (sc runs only)
+fig_alignment      angle(V, W) and angle(asymmetric error, true error) per layer over epochs
+
+Only `done` runs are drawn. Figures use matplotlib's object API (no pyplot, no display needed).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from asymbp.aggregate import (
+    CONCORDANCE,
+    METRIC_TEXT,
+    NON_RESULT_KEYS,
+    condition_columns,
+    rule_label,
+    run_errors,
+    sort_rows,
+    value_label,
+    varying_keys,
+    with_rule,
+)
+
+ANGLES = {
+    "angle_VW": "angle(V, W) (degrees)",
+    "angle_error": "angle(asymmetric error,\ntrue error) (degrees)",
+}
+MAX_LAYERS = 6
+
+
+@dataclass
+class Layout:
+    """Panel and line order shared by all figures, in the paper's order, and line colours."""
+
+    datasets: list[str]
+    stabilizations: list[str]
+    series: list[str]
+    colors: dict[str, tuple]
+
+    @classmethod
+    def of(cls, done: pd.DataFrame, extra: Sequence[str]) -> Layout:
+        series = _order(done, [*with_rule(["feedback"], done.columns), *extra], "series")
+        palette = matplotlib.colormaps["tab10"].colors
+        colors = {name: palette[i % len(palette)] for i, name in enumerate(series)}
+        return cls(
+            datasets=_order(done, ["dataset"], "dataset"),
+            stabilizations=_order(done, ["norm"], "stabilization"),
+            series=series,
+            colors=colors,
+        )
+
+
+def _order(frame: pd.DataFrame, keys: Sequence[str], label: str) -> list[str]:
+    return sort_rows(frame.drop_duplicates(label), keys)[label].tolist()
+
+
+def figure_runs(
+    runs: pd.DataFrame, metric: str = "final", ignore: Sequence[str] = NON_RESULT_KEYS
+) -> tuple[pd.DataFrame, list[str]]:
+    """Finished runs with `error` (%) and labels: `stabilization`, `series` (the feedback rule,
+    plus any other config key that varies within a dataset x stabilization x rule, so that
+    different conditions are never averaged together). Also returns those extra keys."""
+    done = runs[runs["status"] == "done"]
+    done = done.assign(error=100 * run_errors(done, metric))
+    fixed = with_rule(["dataset", "norm", "feedback"], done.columns)
+    extra = varying_keys(done, fixed, condition_columns(runs, ignore))
+    records = done.to_dict("records")
+    extras = [", ".join(f"{k}={value_label(k, r[k])}" for k in extra) for r in records]
+    rules = [rule_label(r["feedback"], r.get(CONCORDANCE)) for r in records]
+    done = done.assign(
+        stabilization=[value_label("norm", r["norm"]) for r in records],
+        extra=extras,
+        series=[", ".join(filter(None, pair)) for pair in zip(rules, extras, strict=True)],
+    )
+    return sort_rows(done, [*fixed, *extra]), extra
+
+
+def _mean_std(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    return frame.groupby(by, sort=False)[value].agg(["mean", "std"]).reset_index()
+
+
+def _figure(rows: int, cols: int, **subplots) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(3.4 * cols + 2.2, 2.8 * rows + 0.8), layout="constrained")
+    return fig, fig.subplots(rows, cols, squeeze=False, **subplots)
+
+
+def _legend(fig: Figure, colors: dict[str, tuple], title: str, **line) -> None:
+    handles = [Line2D([], [], color=color, **line) for color in colors.values()]
+    fig.legend(handles, list(colors), title=title, loc="outside right upper")
+
+
+def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> Figure | None:
+    accuracy = history[history["metric"] == "test_acc"]
+    data = accuracy.merge(done[["run", "dataset", "stabilization", "series"]], on="run")
+    if data.empty:
+        return None
+    data = data.assign(error=100 * (1 - data["value"]))
+    stats = _mean_std(data, ["dataset", "stabilization", "series", "epoch"], "error")
+    fig, axes = _figure(len(layout.datasets), len(layout.stabilizations), sharex=True)
+    panels = product(enumerate(layout.datasets), enumerate(layout.stabilizations))
+    for (i, dataset), (j, stabilization) in panels:
+        ax = axes[i, j]
+        panel = stats[(stats["dataset"] == dataset) & (stats["stabilization"] == stabilization)]
+        for series, line in panel.groupby("series", sort=False):
+            color = layout.colors[series]
+            low, high = line["mean"] - line["std"], line["mean"] + line["std"]
+            ax.plot(line["epoch"], line["mean"], color=color, marker=".")
+            ax.fill_between(line["epoch"], low, high, color=color, alpha=0.2, linewidth=0)
+        ax.set(title=f"{dataset}, {stabilization}", xlabel="epoch", ylabel="test error (%)")
+    _legend(fig, layout.colors, "feedback rule")
+    fig.suptitle("Test error during training (mean, shaded: std over seeds)")
+    return fig
+
+
+def stabilization_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Figure:
+    stats = _mean_std(done, ["dataset", "series", "stabilization"], "error")
+    fig, axes = _figure(1, len(layout.datasets))
+    positions = np.arange(len(layout.series))
+    width = 0.8 / len(layout.stabilizations)
+    palette = matplotlib.colormaps["Set2"].colors
+    colors = {s: palette[i % len(palette)] for i, s in enumerate(layout.stabilizations)}
+    for ax, dataset in zip(axes[0], layout.datasets, strict=True):
+        for k, stabilization in enumerate(layout.stabilizations):
+            rows = stats[(stats["dataset"] == dataset) & (stats["stabilization"] == stabilization)]
+            bars = rows.set_index("series").reindex(layout.series)
+            offset = (k - (len(layout.stabilizations) - 1) / 2) * width
+            ax.bar(
+                positions + offset,
+                bars["mean"],
+                width,
+                yerr=bars["std"].fillna(0),
+                color=colors[stabilization],
+                capsize=2,
+            )
+        ax.set_xticks(positions, layout.series, rotation=30, ha="right")
+        ax.set(title=dataset, xlabel="feedback rule", ylabel="test error (%)")
+    _legend(fig, colors, "stabilization", linewidth=8)
+    fig.suptitle(f"Test error {METRIC_TEXT[metric]} by stabilization (bars: std over seeds)")
+    return fig
+
+
+def concordance_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Figure | None:
+    if CONCORDANCE not in done.columns:
+        return None
+    sc = done[(done["feedback"] == "sc") & done[CONCORDANCE].notna()]
+    if sc.empty:
+        return None
+    pairs = zip(sc["stabilization"], sc["extra"], strict=True)
+    labels = [", ".join(filter(None, pair)) for pair in pairs]
+    sc = sc.assign(concordant=100 * sc[CONCORDANCE].astype(float), line=labels)
+    sc = sort_rows(sc, ["dataset", "norm", "extra", "concordant"])
+    stats = _mean_std(
+        sc.assign(accuracy=100 - sc["error"]), ["dataset", "line", "concordant"], "accuracy"
+    )
+    datasets = [d for d in layout.datasets if d in set(sc["dataset"])]
+    fig, axes = _figure(1, len(datasets))
+    palette = matplotlib.colormaps["Set1"].colors
+    colors = {s: palette[i % len(palette)] for i, s in enumerate(pd.unique(stats["line"]))}
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for line, points in stats[stats["dataset"] == dataset].groupby("line", sort=False):
+            ax.errorbar(
+                points["concordant"],
+                points["mean"],
+                yerr=points["std"].fillna(0),
+                color=colors[line],
+                marker="o",
+                capsize=3,
+            )
+        ax.set(title=dataset, xlabel="concordant signs (%)", ylabel="test accuracy (%)")
+    _legend(fig, colors, "stabilization", marker="o")
+    fig.suptitle(f"Test accuracy {METRIC_TEXT[metric]} against sign concordance (sc feedback)")
+    return fig
+
+
+def alignment_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> Figure | None:
+    """Angles on one dataset (the first in the paper's order that has them), a panel per layer
+    (at most MAX_LAYERS, evenly spread over depth), a line per rule (mean over its runs)."""
+    angles = history[history["metric"].isin(list(ANGLES))].dropna(subset=["value"])
+    angles = angles.merge(done[["run", "dataset", "series"]], on="run")
+    if angles.empty:
+        return None
+    dataset = next(d for d in layout.datasets if d in set(angles["dataset"]))
+    angles = angles[angles["dataset"] == dataset]
+    layers = _spread(list(pd.unique(angles["layer"])), MAX_LAYERS)
+    angles = angles[angles["layer"].isin(layers)]
+    by = ["metric", "layer", "series", "epoch"]
+    stats = angles.groupby(by, sort=False)["value"].mean().reset_index()
+    fig, axes = _figure(len(ANGLES), len(layers), sharex=True, sharey=True)
+    for (i, (quantity, name)), (j, layer) in product(enumerate(ANGLES.items()), enumerate(layers)):
+        panel = stats[(stats["metric"] == quantity) & (stats["layer"] == layer)]
+        for series, line in panel.groupby("series", sort=False):
+            axes[i, j].plot(line["epoch"], line["value"], color=layout.colors[series], marker=".")
+        axes[i, j].set(title=f"layer {layer}", xlabel="epoch", ylabel=name)
+    present = set(stats["series"])
+    _legend(fig, {s: c for s, c in layout.colors.items() if s in present}, "feedback rule")
+    fig.suptitle(f"Alignment per layer on {dataset} (mean over seeds and stabilizations)")
+    return fig
+
+
+def _spread(items: list, count: int) -> list:
+    """At most `count` of `items`, evenly spaced, first and last included."""
+    if len(items) <= count:
+        return items
+    return [
+        items[i] for i in sorted(set(np.linspace(0, len(items) - 1, count).round().astype(int)))
+    ]
+
+
+def save(fig: Figure, out: Path, name: str) -> list[Path]:
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # no timestamp in the file
+    return paths
+
+
+def write_figures(
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    out: Path,
+    metric: str = "final",
+    ignore: Sequence[str] = NON_RESULT_KEYS,
+) -> list[Path]:
+    """Draw every figure the runs allow into `out`; say on stderr which ones had no data."""
+    done, extra = figure_runs(runs, metric, ignore)
+    if done.empty:
+        print("no finished runs: no figures", file=sys.stderr)
+        return []
+    layout = Layout.of(done, extra)
+    figures = {
+        "fig_curves": curves_figure(done, history, layout),
+        "fig_stabilization": stabilization_figure(done, layout, metric),
+        "fig_concordance": concordance_figure(done, layout, metric),
+        "fig_alignment": alignment_figure(done, history, layout),
+    }
+    written = []
+    for name, fig in figures.items():
+        if fig is None:
+            print(f"{name}: no data for it, skipped", file=sys.stderr)
+        else:
+            written += save(fig, out, name)
+    return written

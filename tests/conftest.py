@@ -1,0 +1,44 @@
+"""Shared helpers: compose the training config as asymbp-train would, and run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from asymbp.train import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """compose(...) with outputs under the test's tmp dir and quiet, single-threaded runs."""
+
+    def make(*overrides: str):
+        base = [f"output_root={tmp_path / 'outputs'}", "threads=1", "progress=false"]
+        return compose_config(*base, *overrides)
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m asymbp.train ARGS` in a subprocess, as a user would run it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "asymbp.train", *args],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

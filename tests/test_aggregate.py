@@ -1,0 +1,485 @@
+"""The aggregator on generated run directories whose metrics are known, and on a real sweep.
+
+`write_sweep` builds the fixture sweep (also used by scripts/make_aggregate_example.py): every
+dataset x feedback rule x stabilization x seed, test accuracy from a formula except for the
+conditions in SPECIAL, whose expected table cells are computed by hand next to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from asymbp import aggregate
+from asymbp.aggregate import collect, collect_runs, main, paper_table, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = ("digits", "mnist")
+RULES = (
+    ("bp", None),
+    ("usf", None),
+    ("brsf", None),
+    ("frsf", None),
+    ("rndf", None),
+    ("sc", 0.25),
+    ("sc", 0.5),
+    ("sc", 0.75),
+)
+NORMS = ("none", "bn", "bm", "bn_bm")
+SEEDS = (0, 1, 2)
+EPOCHS = 5
+LAYERS = ("features.0", "features.3", "classifier.1")
+BASE_ACCURACY = {"digits": 0.96, "mnist": 0.985}
+RULE_PENALTY = {"bp": 0.0, "usf": 0.005, "brsf": 0.01, "frsf": 0.008, "rndf": 0.06}
+SC_PENALTY = 0.08  # times the fraction of discordant signs
+NORM_PENALTY = {"none": 0.03, "bn": 0.01, "bm": 0.015, "bn_bm": 0.0}
+
+DIVERGED, INCOMPLETE, BROKEN, ABSENT = "diverged", "incomplete", "broken", "absent"
+# (dataset, rule, concordance, norm) -> {seed: final test accuracy or what happens to the run}
+SPECIAL = {
+    ("digits", "bp", None, "none"): {0: 0.90, 1: 0.92, 2: 0.94},
+    ("mnist", "rndf", None, "none"): {0: DIVERGED, 1: 0.80, 2: 0.85},
+    ("digits", "rndf", None, "none"): {0: DIVERGED, 1: DIVERGED, 2: DIVERGED},
+    ("digits", "usf", None, "bn"): {0: 0.96, 1: 0.97, 2: INCOMPLETE},
+    ("mnist", "frsf", None, "bm"): {0: 0.95, 1: BROKEN, 2: 0.97},
+    ("mnist", "sc", 0.75, "bn_bm"): {0: 0.87, 1: ABSENT, 2: ABSENT},
+    **{("mnist", "sc", 0.25, norm): dict.fromkeys(SEEDS, ABSENT) for norm in NORMS},
+}
+# Hand-computed: errors (%) 10, 8, 6 -> mean 8, std sqrt((4 + 0 + 4) / 2) = 2; with the test
+# accuracy at the best validation epoch (final - 1 point): 11, 9, 7 -> 9 +/- 2.
+# 20, 15 -> 17.5, std sqrt(2 * 2.5**2) = 3.536; 4, 3 -> 3.5 +/- sqrt(0.5) = 0.707;
+# 5, 3 -> 4 +/- sqrt(2) = 1.414; a single seed shows no std and no n.
+EXPECTED_CELLS = {
+    ("bp", "none", "digits"): "8.00 ± 2.00 (n=3)",
+    ("rndf", "none", "mnist"): "17.50 ± 3.54 (n=2) †1",
+    ("rndf", "none", "digits"): "diverged †3",
+    ("usf", "BN", "digits"): "3.50 ± 0.71 (n=2)",
+    ("frsf", "BM", "mnist"): "4.00 ± 1.41 (n=2)",
+    ("sc (p=0.75)", "BN+BM", "mnist"): "13.00",
+    ("sc (p=0.25)", "none", "mnist"): "",
+    ("usf", "BN+BM", "mnist"): "2.00 ± 1.00 (n=3)",  # formula: 1.5 + 0.5 points, seeds -1/0/+1
+}
+N_RUNS = 2 * 8 * 4 * 3 - 12 - 2 + 1  # the grid, minus absent runs, plus a broken config
+N_STATUS = {"done": N_RUNS - 7, "diverged": 4, "incomplete": 1, "broken": 2}
+
+
+def run_config(dataset: str, rule: str, concordance: float | None, norm: str, seed: int) -> dict:
+    feedback = {"name": rule, "magnitude": "uniform", "scale": 1.0, "last_layer_bp": False}
+    if concordance is not None:
+        feedback["concordance"] = concordance
+    return {
+        "seed": seed,
+        "epochs": EPOCHS,
+        "batch_size": 64,
+        "device": "cuda" if seed % 2 else "cpu",  # not part of the condition: must pool
+        "threads": 1 + seed,
+        "deterministic": True,
+        "data_root": "data",
+        "exp_name": "fixture",
+        "output_root": "outputs",
+        "force": False,
+        "val_fraction": 0.1,
+        "divergence_loss": 1000.0,
+        "dataset": {"name": dataset, "download": False},
+        "model": {"name": "paper_cnn", "channels": [32, 64, 64]},
+        "feedback": feedback,
+        "norm": {"name": norm, "batch_norm": "bn" in norm, "batch_manhattan": "bm" in norm},
+        "optimizer": {
+            "name": "sgd",
+            "lr": 0.01,
+            "momentum": 0.9,
+            "weight_decay": 0.0005,
+            "schedule": "cosine",
+        },
+    }
+
+
+def angles(rule: str, concordance: float | None, epoch: int) -> tuple[float, float, float]:
+    """Plausible (angle V-W, sign concordance, error angle at layer 0) for the fixture."""
+    if rule == "sc":
+        start = math.degrees(math.acos(2 * concordance - 1)) * 0.9
+        return start, concordance, start * 0.8
+    start, concordant = {
+        "bp": (0, 1.0),
+        "usf": (35, 1.0),
+        "brsf": (50, 1.0),
+        "frsf": (45, 1.0),
+        "rndf": (90 - 3 * epoch, 0.5),
+    }[rule]
+    return start, concordant, start * 0.7
+
+
+def history_rows(final: float, rule: str, concordance: float | None, epochs: int) -> list[dict]:
+    rows = []
+    for epoch in range(1, epochs + 1):
+        test = final - 0.01 * (EPOCHS - epoch) ** 2
+        angle, concordant, error_angle = angles(rule, concordance, epoch)
+        row = {
+            "epoch": epoch,
+            "train_loss": 2.0 / epoch,
+            "train_acc": test + 0.02,
+            "val_acc": test + 0.005 + 0.02 * (epoch == EPOCHS - 1),
+            "test_acc": test,
+            "lr": 0.01 * math.cos(math.pi * (epoch - 1) / (2 * EPOCHS)),
+            "seconds": 1.5,
+        }
+        for depth, layer in enumerate(LAYERS):
+            row[f"angle_VW/{layer}"] = angle
+            row[f"concordance/{layer}"] = concordant
+            row[f"angle_error/{layer}"] = min(90.0, error_angle * (1 + 0.3 * depth))
+        rows.append(row)
+    return rows
+
+
+def metrics(config: dict, final: float, diverged: bool, epochs: int) -> dict:
+    groups = {group: config[group]["name"] for group in aggregate.GROUPS}
+    return {
+        "test_acc": final,
+        "test_error": 1 - final,
+        "val_acc": final + 0.005,
+        "best_val_acc": final + 0.015,
+        "best_val_epoch": epochs - 1,
+        "test_acc_at_best_val": final - 0.01,
+        "epochs_completed": epochs,
+        "diverged": diverged,
+        "wall_seconds": 7.5,
+        "device": "cpu",
+        "torch_version": "2.4.0",
+        "seed": config["seed"],
+        **groups,
+    }
+
+
+def write_run(path: Path, config: dict, outcome: float | str) -> None:
+    """One run directory as asymbp.train writes it; `outcome` is the final test accuracy or
+    DIVERGED / INCOMPLETE / BROKEN (DONE written, metrics.json garbled)."""
+    (path / ".hydra").mkdir(parents=True)
+    for target in (path / "config.yaml", path / ".hydra" / "config.yaml"):
+        target.write_text(yaml.safe_dump(config, sort_keys=False))
+    rule, concordance = config["feedback"]["name"], config["feedback"].get("concordance")
+    final = 0.1 if outcome == DIVERGED else 0.9 if isinstance(outcome, str) else outcome
+    epochs = {DIVERGED: 2, INCOMPLETE: 3}.get(outcome, EPOCHS)
+    history = pd.DataFrame(history_rows(final, rule, concordance, epochs))
+    if outcome == DIVERGED:
+        history.loc[history.index[-1], "train_loss"] = math.nan
+    history.to_csv(path / "history.csv", index=False)
+    if outcome == INCOMPLETE:
+        return
+    record = metrics(config, final, outcome == DIVERGED, epochs)
+    text = "{not json" if outcome == BROKEN else json.dumps(record)
+    (path / "metrics.json").write_text(text)
+    (path / "DONE").write_text("")
+
+
+def formula_accuracy(dataset: str, rule: str, concordance: float | None, norm: str, seed: int):
+    rule_penalty = SC_PENALTY * (1 - concordance) if rule == "sc" else RULE_PENALTY[rule]
+    penalty = rule_penalty + NORM_PENALTY[norm]
+    return round(BASE_ACCURACY[dataset] - penalty + 0.01 * (seed - 1), 6)
+
+
+def write_sweep(root: Path) -> Path:
+    """The fixture sweep under root/fixture (Hydra-like nesting), plus a broken config."""
+    sweep = root / "fixture"
+    for dataset, (rule, concordance), norm, seed in _grid():
+        outcome = SPECIAL.get((dataset, rule, concordance, norm), {}).get(seed)
+        if outcome == ABSENT:
+            continue
+        if outcome is None:
+            outcome = formula_accuracy(dataset, rule, concordance, norm, seed)
+        name = rule if concordance is None else f"{rule}_p{concordance}"
+        path = sweep / dataset / name / norm / f"seed{seed}"
+        write_run(path, run_config(dataset, rule, concordance, norm, seed), outcome)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    broken = sweep / "half_written"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("seed: [0, 1\nepochs: 5\n")
+    return sweep
+
+
+def _grid():
+    for dataset in DATASETS:
+        for rule in RULES:
+            for norm in NORMS:
+                for seed in SEEDS:
+                    yield dataset, rule, norm, seed
+
+
+def run_main(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(arg) for arg in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    return write_sweep(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def runs(sweep) -> pd.DataFrame:
+    return collect_runs([sweep])
+
+
+@pytest.fixture(scope="module")
+def aggregated(sweep, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("aggregate")
+    code, stdout, stderr = run_main(sweep, "--out", out)
+    assert code == 0, stderr
+    return out, stdout
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of a pipe table, header first, without the alignment line."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return [rows[0], *rows[2:]]
+
+
+def cell(table: pd.DataFrame, rule: str, stabilization: str, dataset: str) -> str:
+    row = table[(table["rule"] == rule) & (table["stabilization"] == stabilization)]
+    assert len(row) == 1, (rule, stabilization)
+    return row.iloc[0][dataset]
+
+
+def test_statuses(sweep, runs):
+    assert len(runs) == N_RUNS
+    assert runs["status"].value_counts().to_dict() == N_STATUS
+    by_run = runs.set_index("run")
+    assert by_run.loc[f"{sweep.as_posix()}/half_written", "reason"].startswith("config.yaml")
+    broken = by_run.loc[f"{sweep.as_posix()}/mnist/frsf/bm/seed1"]
+    assert (broken["status"], broken["reason"]) == (
+        "broken",
+        "metrics.json unreadable (JSONDecodeError)",
+    )
+    assert by_run.loc[f"{sweep.as_posix()}/digits/usf/bn/seed2", "status"] == "incomplete"
+    assert by_run.loc[f"{sweep.as_posix()}/mnist/rndf/none/seed0", "status"] == "diverged"
+    assert not runs["run"].str.contains(".hydra", regex=False).any()
+
+
+def test_runs_columns(runs):
+    assert tuple(runs.columns[:9]) == aggregate.LEAD_COLUMNS
+    for column in (
+        "test_acc",
+        "test_acc_at_best_val",
+        "metrics.device",
+        "device",
+        "feedback.concordance",
+        "optimizer.lr",
+        "norm.batch_manhattan",
+    ):
+        assert column in runs.columns, column
+    row = runs[runs["run"].str.endswith("mnist/sc_p0.5/bn_bm/seed1")].iloc[0]
+    assert (row["feedback"], row["norm"], row["seed"], row["device"]) == ("sc", "bn_bm", 1, "cuda")
+    assert row["feedback.concordance"] == 0.5
+    assert json.loads(row["model.channels"]) == [32, 64, 64]
+
+
+def test_history_long_form(sweep):
+    _, history = collect([sweep])
+    assert list(history.columns) == aggregate.HISTORY_COLUMNS
+    one = history[history["run"].str.endswith("digits/bp/none/seed0")]
+    assert len(one) == EPOCHS * (6 + 3 * len(LAYERS))
+    angle = one[(one["metric"] == "angle_VW") & (one["epoch"] == 1)]
+    assert list(angle["layer"]) == list(LAYERS)
+    final = one[(one["metric"] == "test_acc") & (one["epoch"] == EPOCHS)]["value"]
+    assert final.item() == pytest.approx(0.90)
+    assert set(history["run"].str.rsplit("/", n=1).str[-1]) >= {"seed0"}
+    diverged = history[history["run"].str.endswith("mnist/rndf/none/seed0")]
+    assert diverged["epoch"].max() == 2
+
+
+def test_summary_hand_computed(runs):
+    summary = summarize(runs)
+    assert len(summary) == 2 * 8 * 4 - 4
+    for column in ("seed", "device", "threads", "dataset.name", "output_root"):
+        assert column not in summary.columns
+
+    def row(dataset, rule, norm):
+        found = summary[
+            (summary["dataset"] == dataset)
+            & (summary["feedback"] == rule)
+            & (summary["norm"] == norm)
+        ]
+        assert len(found) == 1
+        return found.iloc[0]
+
+    expected = {  # (dataset, rule, norm): mean, std, n, n_diverged, n_incomplete, n_broken
+        ("digits", "bp", "none"): (0.08, 0.02, 3, 0, 0, 0),
+        ("mnist", "rndf", "none"): (0.175, math.sqrt(2 * 0.025**2), 2, 1, 0, 0),
+        ("digits", "rndf", "none"): (math.nan, math.nan, 0, 3, 0, 0),
+        ("digits", "usf", "bn"): (0.035, math.sqrt(0.5) / 100, 2, 0, 1, 0),
+        ("mnist", "frsf", "bm"): (0.04, math.sqrt(2) / 100, 2, 0, 0, 1),
+        ("mnist", "usf", "bn_bm"): (0.02, 0.01, 3, 0, 0, 0),
+    }
+    for key, (mean, std, *counts) in expected.items():
+        found = row(*key)
+        assert found["test_error_mean"] == pytest.approx(mean, nan_ok=True), key
+        assert found["test_error_std"] == pytest.approx(std, nan_ok=True), key
+        assert list(found[["n", "n_diverged", "n_incomplete", "n_broken"]]) == counts, key
+    assert set(summary["metric"]) == {"final"}
+
+
+def test_summary_csv_matches(aggregated):
+    out, _ = aggregated
+    summary = pd.read_csv(out / "summary.csv")
+    bp = summary[
+        (summary["dataset"] == "digits")
+        & (summary["feedback"] == "bp")
+        & (summary["norm"] == "none")
+    ].iloc[0]
+    assert (bp["test_error_mean"], bp["test_error_std"], bp["n"]) == pytest.approx((0.08, 0.02, 3))
+    assert list(summary.columns[-7:]) == list(aggregate.SUMMARY_STATS)
+
+
+def test_table_cells(runs):
+    table = paper_table(summarize(runs))
+    assert list(table.columns) == ["rule", "stabilization", "mnist", "digits"]
+    assert len(table) == 8 * 4
+    assert list(table["rule"].iloc[:4]) == ["bp"] * 4
+    assert list(table["stabilization"].iloc[:4]) == ["none", "BN", "BM", "BN+BM"]
+    assert list(pd.unique(table["rule"]))[-3:] == ["sc (p=0.25)", "sc (p=0.5)", "sc (p=0.75)"]
+    for (rule, stabilization, dataset), text in EXPECTED_CELLS.items():
+        assert cell(table, rule, stabilization, dataset) == text, (rule, stabilization, dataset)
+
+
+def test_table_files(aggregated):
+    out, stdout = aggregated
+    markdown = (out / "table_paper.md").read_text()
+    assert markdown_rows(markdown)[0] == ["rule", "stabilization", "mnist", "digits"]
+    for text in EXPECTED_CELLS.values():
+        assert text in markdown
+    assert "†k: k runs of the condition diverged" in markdown
+    assert markdown.strip() in stdout
+    latex = (out / "table_paper.tex").read_text()
+    assert r"17.50 $\pm$ 3.54 (n=2) $^\dagger$1" in latex
+    assert r"\toprule" in latex and r"sc (p=0.5) & BN+BM" in latex
+    assert r"Test error (\%)" in latex
+
+
+def test_best_val_metric(sweep, tmp_path):
+    code, stdout, _ = run_main(sweep, "--out", tmp_path, "--metric", "best_val", "--no-figures")
+    assert code == 0
+    assert "9.00 ± 2.00 (n=3)" in stdout and "epoch of best validation accuracy" in stdout
+    assert set(pd.read_csv(tmp_path / "summary.csv")["metric"]) == {"best_val"}
+
+
+def test_rerun_is_byte_identical(sweep, aggregated, tmp_path):
+    out, _ = aggregated
+    names = ("runs.csv", "history.csv", "summary.csv", "table_paper.md", "table_paper.tex")
+    code, _, _ = run_main(sweep, "--out", tmp_path, "--no-figures")
+    assert code == 0
+    for name in names:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_figures_are_valid(aggregated):
+    out, _ = aggregated
+    for name in ("fig_curves", "fig_stabilization", "fig_concordance", "fig_alignment"):
+        png, pdf = (out / f"{name}.png").read_bytes(), (out / f"{name}.pdf").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000, name
+        assert pdf.startswith(b"%PDF") and len(pdf) > 5_000, name
+
+
+def test_custom_grouping(runs):
+    summary = summarize(runs)
+    table = paper_table(summary, rows=["norm"], cols=["feedback"])
+    # dataset varies within a (norm, rule) cell, so it joins the rows instead of being pooled
+    assert list(table.columns[:4]) == ["stabilization", "dataset", "bp", "usf"]
+    assert list(table.columns[-3:]) == ["sc (p=0.25)", "sc (p=0.5)", "sc (p=0.75)"]
+    row = table[(table["stabilization"] == "none") & (table["dataset"] == "digits")].iloc[0]
+    assert row["bp"] == EXPECTED_CELLS[("bp", "none", "digits")]
+    with pytest.raises(ValueError, match="unknown grouping key"):
+        paper_table(summary, rows=["nosuchkey"])
+
+
+def test_varying_config_key_joins_rows(tmp_path):
+    for lr in (0.1, 0.01):
+        config = run_config("digits", "bp", None, "none", 0)
+        config["optimizer"]["lr"] = lr
+        write_run(tmp_path / f"lr{lr}", config, 0.9 if lr == 0.1 else 0.8)
+    code, stdout, stderr = run_main(tmp_path, "--out", tmp_path / "agg", "--no-figures")
+    assert code == 0 and "optimizer.lr" in stderr
+    rows = markdown_rows((tmp_path / "agg" / "table_paper.md").read_text())
+    assert rows == [
+        ["rule", "stabilization", "optimizer.lr", "digits"],
+        ["bp", "none", "0.01", "20.00"],
+        ["bp", "none", "0.1", "10.00"],
+    ]
+
+
+def test_bad_grouping_key_exits_2(sweep, tmp_path):
+    code, _, stderr = run_main(sweep, "--out", tmp_path, "--rows", "nosuchkey", "--no-figures")
+    assert code == 2 and "unknown grouping key" in stderr
+
+
+def test_empty_input(tmp_path):
+    code, _, stderr = run_main()
+    assert code == 2 and "no run directories given" in stderr
+    code, _, stderr = run_main(tmp_path, "--out", tmp_path / "agg")
+    assert code == 2 and "no run directories" in stderr and str(tmp_path) in stderr
+    assert not (tmp_path / "agg").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "asymbp.aggregate", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"asymbp-aggregate: not a directory: {tmp_path / 'nope'}"
+    ]
+
+
+def test_notebook_runs(aggregated, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    out, _ = aggregated
+    notebook = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("ASYMBP_AGG_DIR", str(out))
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("text/html" in o.get("data", {}) for o in outputs)
+
+
+@pytest.mark.slow
+def test_end_to_end_digits_sweep(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "asymbp.train",
+        "-m",
+        "dataset=digits",
+        "feedback=bp,usf",
+        "seed=0,1",
+        "epochs=1",
+        f"output_root={tmp_path / 'runs'}",
+        "exp_name=e2e",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(command, check=True, cwd=tmp_path, env=env)
+    code, stdout, stderr = run_main(tmp_path, "--out", tmp_path / "agg")
+    assert code == 0, stderr
+    runs = pd.read_csv(tmp_path / "agg" / "runs.csv")
+    assert len(runs) == 4 and set(runs["status"]) == {"done"}
+    assert sorted(zip(runs["feedback"], runs["seed"], strict=True)) == [
+        ("bp", 0),
+        ("bp", 1),
+        ("usf", 0),
+        ("usf", 1),
+    ]
+    summary = pd.read_csv(tmp_path / "agg" / "summary.csv")
+    assert sorted(summary["feedback"]) == ["bp", "usf"] and list(summary["n"]) == [2, 2]
+    assert (tmp_path / "agg" / "fig_curves.png").stat().st_size > 10_000
+    assert "(n=2)" in stdout
