@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean
+.PHONY: install run test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The default config end to end (digits, paper_cnn, uSF, BN+BM, SGD): about half a minute on 2 cores.
+run: $(STAMP)
+	$(BIN)/asymbp-train
 
 test: $(STAMP)
 	$(BIN)/ruff check asymbp tests benchmarks
@@ -23,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/feedback_overhead.py
+	$(BIN)/python benchmarks/epoch_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
