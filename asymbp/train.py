@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 import hydra
 import pandas as pd
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from asymbp import runs
@@ -249,8 +251,26 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
     runs.write_text(run_dir / runs.HISTORY, frame[columns].to_csv(index=False))
 
 
+def _launcher_threads() -> int | None:
+    """Torch threads for one job of a parallel launcher, so that jobs do not oversubscribe cores:
+    cores / n_jobs under joblib, cpus_per_task under submitit; None elsewhere."""
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        cores = os.cpu_count() or 1
+        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else cores + 1 + launcher.n_jobs
+        return max(1, cores // max(1, n_jobs))
+    if "submitit_launcher" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
+    if cfg.threads is None:
+        cfg.threads = _launcher_threads()
     try:
         run(cfg)
     except (ConfigError, DatasetError) as error:

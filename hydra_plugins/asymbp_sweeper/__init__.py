@@ -1,0 +1,1 @@
+"""asymbp's Hydra sweeper plugin (Hydra discovers plugins in the `hydra_plugins` namespace)."""
