@@ -19,11 +19,11 @@ run: $(STAMP)
 	$(BIN)/asymbp-train
 
 test: $(STAMP)
-	$(BIN)/ruff check asymbp tests benchmarks
+	$(BIN)/ruff check asymbp tests benchmarks scripts hydra_plugins
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check asymbp tests benchmarks
+	$(BIN)/ruff check asymbp tests benchmarks scripts hydra_plugins
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/feedback_overhead.py

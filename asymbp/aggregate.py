@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from asymbp.runs import NON_IDENTITY_KEYS
+
 GROUPS = ("dataset", "model", "feedback", "norm", "optimizer")
 LEAD_COLUMNS = ("run", "status", "reason", *GROUPS, "seed")
 STATUSES = ("done", "diverged", "incomplete", "broken")
@@ -39,6 +41,7 @@ METRIC_COLUMNS = (
     "test_error",
     "test_acc",
     "val_acc",
+    "train_loss",
     "best_val_acc",
     "best_val_epoch",
     "test_acc_at_best_val",
@@ -48,19 +51,6 @@ METRIC_COLUMNS = (
     "torch_version",
 )
 METRIC_PREFIX = "metrics."
-
-# Config keys that say where or how a run was executed, not what it computed. A summary
-# condition leaves them out, so that the same experiment run elsewhere pools with this one.
-NON_RESULT_KEYS = (
-    "device",
-    "threads",
-    "deterministic",
-    "data_root",
-    "output_root",
-    "exp_name",
-    "force",
-    "dataset.download",
-)
 
 # --metric choice -> the accuracy column of runs.csv whose complement is the reported error.
 METRICS = {"final": "test_acc", "best_val": "test_acc_at_best_val"}
@@ -75,29 +65,15 @@ SUMMARY_STATS = (
     "n_broken",
 )
 
+# the paper's 15 datasets in the order of its table (as recalled in PAPER.md)
+PAPER_DATASETS = (
+    "mnist", "cifar10", "cifar100", "svhn", "stl10", "caltech101", "caltech256", "icubworld",
+    "flowers17", "flowers102", "pubfig83", "sufrw", "lfw", "scene67", "timit",
+)  # fmt: skip
 ORDERS = {
     "feedback": ("bp", "usf", "brsf", "frsf", "rndf", "sc"),
     "norm": ("none", "bn", "bm", "bn_bm"),
-    "dataset": (
-        "mnist",
-        "cifar10",
-        "cifar100",
-        "svhn",
-        "stl10",
-        "caltech101",
-        "caltech256",
-        "icubworld",
-        "flowers17",
-        "flowers102",
-        "pubfig83",
-        "sufrw",
-        "lfw",
-        "scene67",
-        "timit",
-        "fashion_mnist",
-        "digits",
-        "synthetic",
-    ),
+    "dataset": PAPER_DATASETS + ("fashion_mnist", "digits", "synthetic"),
 }
 NORM_LABELS = {"none": "none", "bn": "BN", "bm": "BM", "bn_bm": "BN+BM"}
 HEADERS = {"feedback": "rule", "norm": "stabilization"}
@@ -158,7 +134,8 @@ def _load(path: Path, parse: Callable[[Path], object]) -> tuple[object, str]:
     try:
         return parse(path), ""
     except Exception as exc:  # any parse failure marks the run broken instead of stopping us
-        return None, f"{path.name} unreadable ({type(exc).__name__})"
+        detail = str(exc).strip().splitlines()[:1]
+        return None, f"{path.name} unreadable ({': '.join([type(exc).__name__, *detail])[:120]})"
 
 
 def _mapping(data: object) -> dict:
@@ -178,7 +155,7 @@ def _parse_metrics(path: Path) -> dict:
 def _parse_history(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path).apply(pd.to_numeric, errors="coerce")
     if "epoch" not in frame.columns:
-        raise KeyError("epoch")
+        raise ValueError("no epoch column")
     frame = frame.dropna(subset=["epoch"])
     return frame.astype({"epoch": int})
 
@@ -273,9 +250,11 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in derived and not c.startswith(METRIC_PREFIX)]
 
 
-def condition_columns(runs: pd.DataFrame, ignore: Sequence[str] = NON_RESULT_KEYS) -> list[str]:
+def condition_columns(runs: pd.DataFrame, ignore: Sequence[str] = NON_IDENTITY_KEYS) -> list[str]:
     """What identifies an experimental condition: group choices and config, minus seed, minus
-    `ignore`, minus the groups' `name` keys (already in the group columns)."""
+    `ignore`, minus the groups' `name` keys (already in the group columns). By default `ignore`
+    is the keys that asymbp.runs leaves out of a run's identity (where and how fast it ran), so
+    a condition is a run's identity without its seed."""
     skip = {*ignore, "seed", *(f"{group}.name" for group in GROUPS)}
     return [*GROUPS, *(c for c in config_columns(runs) if c not in skip)]
 
@@ -289,7 +268,7 @@ def run_errors(runs: pd.DataFrame, metric: str = "final") -> pd.Series:
 
 
 def summarize(
-    runs: pd.DataFrame, metric: str = "final", ignore: Sequence[str] = NON_RESULT_KEYS
+    runs: pd.DataFrame, metric: str = "final", ignore: Sequence[str] = NON_IDENTITY_KEYS
 ) -> pd.DataFrame:
     """One row per condition: test error mean and sample std (ddof=1) over its `done` runs, n,
     and how many of its runs diverged, are incomplete or broken. Runs without a readable config
@@ -395,23 +374,15 @@ def varying_keys(frame: pd.DataFrame, fixed: Sequence[str], candidates: Sequence
 # ----------------------------------------------------------------------------- tables
 
 
+LATEX_SPECIALS = str.maketrans({
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}",
+})  # fmt: skip
+
+
 def latex_escape(text: str) -> str:
-    specials = "\\&%$#_{}~^<>"
-    words = (
-        r"\textbackslash{}",
-        r"\&",
-        r"\%",
-        r"\$",
-        r"\#",
-        r"\_",
-        r"\{",
-        r"\}",
-        r"\textasciitilde{}",
-        r"\textasciicircum{}",
-        r"\textless{}",
-        r"\textgreater{}",
-    )
-    return text.translate(str.maketrans(dict(zip(specials, words, strict=True))))
+    return text.translate(LATEX_SPECIALS)
 
 
 @dataclass(frozen=True)
@@ -502,13 +473,14 @@ def markdown_table(table: pd.DataFrame, metric: str) -> str:
 
 def latex_table(table: pd.DataFrame, metric: str, n_label_columns: int) -> str:
     layout = "l" * n_label_columns + "r" * (table.shape[1] - n_label_columns)
-    return table.to_latex(
+    latex = table.to_latex(
         index=False,
         escape=False,
         column_format=layout,
         caption=table_note(metric, LATEX),
         label="tab:asymbp",
     )
+    return latex if latex.endswith("\n") else latex + "\n"
 
 
 # ----------------------------------------------------------------------------- command line
@@ -519,22 +491,34 @@ def _parser() -> argparse.ArgumentParser:
         prog="asymbp-aggregate",
         description="Aggregate asymbp run directories into CSVs, the paper's table and figures.",
     )
-    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="searched at any depth")
-    parser.add_argument("--out", default="outputs/aggregate", help="output folder")
+    parser.add_argument(
+        "run_dirs", nargs="*", metavar="RUN_DIR", help="folders searched for runs at any depth"
+    )
+    parser.add_argument(
+        "--out", default="outputs/aggregate", help="output folder (default: %(default)s)"
+    )
     parser.add_argument(
         "--metric",
         choices=sorted(METRICS),
         default="final",
-        help="final: test error at the last epoch; best_val: at the best validation epoch",
+        help="final (default): test error at the last epoch; "
+        "best_val: test error at the epoch of best validation accuracy",
     )
-    parser.add_argument("--rows", default="feedback,norm", help="comma-separated table row keys")
-    parser.add_argument("--cols", default="dataset", help="comma-separated table column keys")
+    parser.add_argument(
+        "--rows",
+        default="feedback,norm",
+        help="comma-separated table row keys (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cols", default="dataset", help="comma-separated table column keys (default: %(default)s)"
+    )
     parser.add_argument(
         "--ignore",
         action="append",
         default=[],
         metavar="KEY",
-        help=f"config key to leave out of the condition (repeatable); always: {NON_RESULT_KEYS}",
+        help="config key to leave out of the condition (repeatable); always left out: "
+        + ", ".join(NON_IDENTITY_KEYS),
     )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     return parser
@@ -561,41 +545,59 @@ def _report(runs: pd.DataFrame) -> None:
         print(f"broken: {entry.run} ({entry.reason})", file=sys.stderr)
 
 
+def write_outputs(
+    out: Path,
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    summary: pd.DataFrame,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    metric: str,
+) -> str:
+    """Write the CSVs and both tables into `out`; return the Markdown table with its note."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("runs", runs), ("history", history), ("summary", summary)):
+        write_csv(frame, out / f"{name}.csv")
+    markdown = markdown_table(paper_table(summary, rows, cols), metric)
+    latex = latex_table(paper_table(summary, rows, cols, LATEX), metric, len(rows))
+    (out / "table_paper.md").write_text(markdown, encoding="utf-8")
+    (out / "table_paper.tex").write_text(latex, encoding="utf-8")
+    return markdown
+
+
+def _input_problem(run_dirs: Sequence[str]) -> str:
+    if not run_dirs:
+        return "no run directories given (usage: asymbp-aggregate RUN_DIR... --out DIR)"
+    missing = [path for path in run_dirs if not Path(path).is_dir()]
+    return f"not a directory: {', '.join(missing)}" if missing else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not args.run_dirs:
-        return _error("no run directories given (usage: asymbp-aggregate RUN_DIR... --out DIR)")
-    missing = [path for path in args.run_dirs if not Path(path).is_dir()]
-    if missing:
-        return _error(f"not a directory: {', '.join(missing)}")
+    problem = _input_problem(args.run_dirs)
+    if problem:
+        return _error(problem)
     runs, history = collect(args.run_dirs)
     if runs.empty:
         where = ", ".join(args.run_dirs)
         return _error(f"no run directories (folders with config.yaml) found under {where}")
-    summary = summarize(runs, args.metric, (*NON_RESULT_KEYS, *args.ignore))
+    ignore = (*NON_IDENTITY_KEYS, *args.ignore)
+    summary = summarize(runs, args.metric, ignore)
+    cols = _keys(args.cols)
     try:
-        rows = table_rows(summary, _keys(args.rows), _keys(args.cols))
+        rows = table_rows(summary, _keys(args.rows), cols)
     except ValueError as exc:
         return _error(str(exc))
     if rows != _keys(args.rows):
         print(f"table rows extended by keys that vary within cells: {rows}", file=sys.stderr)
-    table = paper_table(summary, rows, _keys(args.cols))
-    latex = paper_table(summary, rows, _keys(args.cols), LATEX)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(runs, out / "runs.csv")
-    write_csv(history, out / "history.csv")
-    write_csv(summary, out / "summary.csv")
-    markdown = markdown_table(table, args.metric)
-    (out / "table_paper.md").write_text(markdown, encoding="utf-8")
-    (out / "table_paper.tex").write_text(latex_table(latex, args.metric, len(rows)), "utf-8")
+    markdown = write_outputs(Path(args.out), runs, history, summary, rows, cols, args.metric)
     _report(runs)
     print(markdown)
     if not args.no_figures:
         from asymbp.plots import write_figures  # matplotlib is only imported when drawing
 
-        write_figures(runs, history, out, args.metric, (*NON_RESULT_KEYS, *args.ignore))
-    print(f"wrote {out}")
+        write_figures(runs, history, Path(args.out), args.metric, ignore)
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from asymbp.aggregate import (
     CONCORDANCE,
     METRIC_TEXT,
-    NON_RESULT_KEYS,
+    NON_IDENTITY_KEYS,
     condition_columns,
     rule_label,
     run_errors,
@@ -70,7 +70,7 @@ def _order(frame: pd.DataFrame, keys: Sequence[str], label: str) -> list[str]:
 
 
 def figure_runs(
-    runs: pd.DataFrame, metric: str = "final", ignore: Sequence[str] = NON_RESULT_KEYS
+    runs: pd.DataFrame, metric: str = "final", ignore: Sequence[str] = NON_IDENTITY_KEYS
 ) -> tuple[pd.DataFrame, list[str]]:
     """Finished runs with `error` (%) and labels: `stabilization`, `series` (the feedback rule,
     plus any other config key that varies within a dataset x stabilization x rule, so that
@@ -111,6 +111,7 @@ def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> 
         return None
     data = data.assign(error=100 * (1 - data["value"]))
     stats = _mean_std(data, ["dataset", "stabilization", "series", "epoch"], "error")
+    stats = stats.sort_values("epoch", kind="stable")
     fig, axes = _figure(len(layout.datasets), len(layout.stabilizations), sharex=True)
     panels = product(enumerate(layout.datasets), enumerate(layout.stabilizations))
     for (i, dataset), (j, stabilization) in panels:
@@ -200,6 +201,7 @@ def alignment_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) 
     angles = angles[angles["layer"].isin(layers)]
     by = ["metric", "layer", "series", "epoch"]
     stats = angles.groupby(by, sort=False)["value"].mean().reset_index()
+    stats = stats.sort_values("epoch", kind="stable")
     fig, axes = _figure(len(ANGLES), len(layers), sharex=True, sharey=True)
     for (i, (quantity, name)), (j, layer) in product(enumerate(ANGLES.items()), enumerate(layers)):
         panel = stats[(stats["metric"] == quantity) & (stats["layer"] == layer)]
@@ -233,7 +235,7 @@ def write_figures(
     history: pd.DataFrame,
     out: Path,
     metric: str = "final",
-    ignore: Sequence[str] = NON_RESULT_KEYS,
+    ignore: Sequence[str] = NON_IDENTITY_KEYS,
 ) -> list[Path]:
     """Draw every figure the runs allow into `out`; say on stderr which ones had no data."""
     done, extra = figure_runs(runs, metric, ignore)

@@ -1,0 +1,42 @@
+"""Regenerate docs/examples/: the table and figures that the README shows for asymbp-aggregate.
+
+They come from the test suite's generated sweep (tests/test_aggregate.py: `write_sweep`):
+synthetic run directories with made-up metrics, chosen to exercise every case (several seeds,
+diverged, incomplete and broken runs, a missing condition). They are not experimental results.
+
+    .venv/bin/python scripts/make_aggregate_example.py
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "docs" / "examples"
+FILES = ("table_paper.md", "fig_stabilization.png", "fig_curves.png")
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_aggregate import write_sweep
+
+    from asymbp.aggregate import main as aggregate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = write_sweep(Path(tmp))
+        out = Path(tmp) / "aggregate"
+        code = aggregate([str(sweep), "--out", str(out)])
+        if code:
+            return code
+        EXAMPLES.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            shutil.copyfile(out / name, EXAMPLES / name)
+            print(f"wrote {(EXAMPLES / name).relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

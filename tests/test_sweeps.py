@@ -1,0 +1,110 @@
+"""Experiment presets, the arms sweeper and the parallel launchers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from conftest import CONFIG_DIR, compose_config, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from omegaconf import OmegaConf
+
+from asymbp.build import validate
+
+SMALL = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64", "epochs=1"]
+
+
+def expand(preset: str | None, *command_line: str) -> list[list[str]]:
+    """The jobs a `-m` sweep would launch, without launching them."""
+    overrides = [f"experiment={preset}"] if preset else []
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    sweeper_cfg = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    # The class as Hydra's plugin scan loaded it (the scan re-executes plugin modules).
+    arms_sweeper = Plugins.instance().class_name_to_class[sweeper_cfg["_target_"]]
+    sweeper = arms_sweeper(params=sweeper_cfg.get("params"), arms=sweeper_cfg.get("arms"))
+    sweeper.hydra_context = SimpleNamespace(config_loader=None)
+    sweeper._command_line = list(command_line)
+    return [job for batch in sweeper.split_arguments(None, None) for job in batch]
+
+
+def settings(job: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in job)
+
+
+@pytest.mark.parametrize(
+    "preset, jobs",
+    [
+        ("paper_table", 5 * 4 * 3),
+        ("paper_concordance", (5 + 1) * 3),
+        ("paper_magnitude", (2 + 4) * 3),
+    ],
+)
+def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
+    expanded = expand(preset)
+    assert len(expanded) == jobs
+    assert len({tuple(sorted(job)) for job in expanded}) == jobs
+    for job in expanded:
+        cfg = compose_config(f"experiment={preset}", *job)
+        validate(cfg)
+        assert cfg.exp_name == preset
+
+
+def test_paper_concordance_is_sc_at_five_fractions_plus_rndf():
+    rules = sorted(
+        (s["feedback"], s.get("feedback.concordance", "-"))
+        for s in map(settings, expand("paper_concordance", "seed=0"))
+    )
+    assert rules == [("rndf", "-")] + [("sc", p) for p in ("0", "0.25", "0.5", "0.75", "1.0")]
+    assert {settings(job)["norm"] for job in expand("paper_concordance")} == {"bn_bm"}
+
+
+def test_paper_table_covers_every_rule_and_stabilization():
+    combos = {(s["feedback"], s["norm"]) for s in map(settings, expand("paper_table"))}
+    assert combos == {
+        (f, n) for f in ("bp", "usf", "brsf", "frsf", "rndf") for n in ("none", "bn", "bm", "bn_bm")
+    }
+
+
+def test_command_line_overrides_the_preset_sweep():
+    jobs = expand("paper_table", "seed=7", "dataset=digits,synthetic")
+    assert len(jobs) == 5 * 4 * 2
+    assert {settings(j)["seed"] for j in jobs} == {"7"}
+    assert {settings(j)["dataset"] for j in jobs} == {"digits", "synthetic"}
+
+
+def test_without_arms_it_is_the_basic_cartesian_product():
+    jobs = expand(None, "feedback=bp,usf", "seed=0,1,2")
+    assert sorted(map(tuple, jobs)) == sorted(
+        (f"feedback={f}", f"seed={s}") for f in ("bp", "usf") for s in ("0", "1", "2")
+    )
+
+
+def done_runs(root):
+    return sorted(p.parent.name for p in root.rglob("DONE"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        [
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.tasks_per_node=1",
+            "hydra.launcher.cpus_per_task=1",
+        ],
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_parallel_launchers_finish_a_small_sweep(tmp_path, launcher):
+    out = tmp_path / "outputs"
+    result = run_cli(
+        "-m", *launcher, "feedback=bp,usf", *SMALL, f"output_root={out}", "exp_name=par"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    done = done_runs(out)
+    assert [name.split("_")[3] for name in done] == ["bp", "usf"]
+    threads = {OmegaConf.load(p).threads for p in out.rglob("config.yaml")}
+    assert threads == {1}  # 2 cores / 2 joblib jobs, or submitit's cpus_per_task
