@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run train test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The default config end to end (digits, paper_cnn, uSF, BN+BM, SGD): about half a minute on 2 cores.
+# The paper's experiments on the embedded digits data (demo profile), with the report: ~1 minute.
 run: $(STAMP)
+	$(BIN)/python scripts/reproduce_paper.py --profile demo
+
+# One run of the default config (digits, paper_cnn, uSF, BN+BM, SGD): ~20 seconds.
+train: $(STAMP)
 	$(BIN)/asymbp-train
 
 test: $(STAMP)
@@ -28,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/feedback_overhead.py
 	$(BIN)/python benchmarks/epoch_overhead.py
+	$(BIN)/python benchmarks/sweep_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

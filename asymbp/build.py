@@ -40,6 +40,10 @@ def validate(cfg: DictConfig) -> None:
         _is_number(cfg.val_fraction) and 0 <= cfg.val_fraction < 1,
         "val_fraction", cfg.val_fraction, "a fraction in [0, 1)",
     )  # fmt: skip
+    _check(
+        cfg.train_subset is None or (isinstance(cfg.train_subset, int) and cfg.train_subset >= 1),
+        "train_subset", cfg.train_subset, "null or an integer >= 1",
+    )  # fmt: skip
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device, "auto, cpu or cuda")
     _check(
         cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1),

@@ -58,16 +58,19 @@ class Splits:
             keep, held = stratified_split(labels, cfg.val_fraction, cfg.val_seed)
         else:
             keep, held = torch.arange(labels.numel()), torch.arange(0)
+        if cfg.train_subset is not None and cfg.train_subset < keep.numel():
+            fraction = cfg.train_subset / keep.numel()
+            keep = keep[stratified_split(labels[keep], fraction, cfg.val_seed)[1]]
         mean, std = channel_stats(images[keep])  # statistics of the training split only
         self.normalize = Normalizer(mean, std, len(self.input_shape), device)
         self.train = (images[keep].to(device), labels[keep].to(device))
         self.val = (images[held].to(device), labels[held].to(device))
         self.test = (data.test_images.to(device), data.test_labels.to(device))
-        log.info(
-            "%s: %d train, %d validation, %d test samples of shape %s, %d classes",
-            data.name, keep.numel(), held.numel(), data.test_labels.numel(), self.input_shape,
-            self.num_classes,
-        )  # fmt: skip
+        self.description = (
+            f"{data.name}: {keep.numel()} train, {held.numel()} validation, "
+            f"{data.test_labels.numel()} test samples of shape {self.input_shape}, "
+            f"{self.num_classes} classes"
+        )
 
 
 @contextlib.contextmanager
@@ -175,6 +178,7 @@ def run(
 
 
 def _train(cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_epoch_end) -> dict:
+    log.info("%s", splits.description)
     history, wall_seconds = [], 0.0
     checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT, device)
     if checkpoint is not None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
-from conftest import CONFIG_DIR, compose_config, run_cli
+from conftest import CONFIG_DIR, REPO, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
+from asymbp import aggregate
 from asymbp.build import validate
 
 SMALL = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64", "epochs=1"]
@@ -108,3 +114,57 @@ def test_parallel_launchers_finish_a_small_sweep(tmp_path, launcher):
     assert [name.split("_")[3] for name in done] == ["bp", "usf"]
     threads = {OmegaConf.load(p).threads for p in out.rglob("config.yaml")}
     assert threads == {1}  # 2 cores / 2 joblib jobs, or submitit's cpus_per_task
+
+
+def test_reproduce_demo_profile_writes_the_report_with_every_row(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "scripts/reproduce_paper.py", "--profile", "demo", "--out", str(out),
+         "--epochs", "1", "--train-subset", "200"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out / "report"
+    for name in ("runs.csv", "history.csv", "summary.csv", "table_paper.md", "table_paper.tex"):
+        assert (report / name).stat().st_size > 0, name
+    table = (report / "table_paper.md").read_text()
+    for rule in ("bp", "usf", "brsf", "frsf", "rndf"):
+        for stabilization in ("none", "BN", "BM", "BN+BM"):
+            assert re.search(rf"^\| {rule} +\| {re.escape(stabilization)} +\|", table, re.M), (
+                rule,
+                stabilization,
+            )
+    for p in ("0", "0.25", "0.5", "0.75", "1"):
+        assert f"sc (p={p})" in table
+    assert table in result.stdout  # the table is printed at the end
+    runs = pd.read_csv(report / "runs.csv")
+    assert len(runs) == 20 + 5  # rndf BN+BM is shared by both presets
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_reruns_only_the_missing_jobs(tmp_path):
+    out = tmp_path / "outputs"
+    args = [
+        sys.executable, "-m", "asymbp.train", "-m", "feedback=bp,usf,brsf,frsf", "seed=0,1",
+        *SMALL, "epochs=2", "threads=1", "progress=false", f"output_root={out}", "exp_name=resume",
+    ]  # fmt: skip
+    sweep = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(done_runs(out)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sweep.kill()
+    sweep.wait()
+    finished_before = len(done_runs(out))
+    assert 3 <= finished_before < 8
+
+    rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    skipped = rerun.stdout.count("skipped (already done)")
+    trained = sum(line.startswith("test_acc=") for line in rerun.stdout.splitlines())
+    assert (skipped, trained) == (finished_before, 8 - finished_before)
+    assert len(done_runs(out)) == 8
+
+    report = tmp_path / "report"
+    assert aggregate.main([str(out), "--out", str(report), "--no-figures"]) == 0
+    runs = pd.read_csv(report / "runs.csv")
+    assert len(runs) == 8 and runs["run"].is_unique and set(runs["status"]) == {"done"}
