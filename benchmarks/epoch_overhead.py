@@ -1,21 +1,26 @@
 """Overhead of asymbp-train's loop: one epoch against a minimal hand-written PyTorch loop.
 
-Conditions: CPU, float32, `--threads` torch threads, Fashion-MNIST-shaped synthetic data (1x28x28,
-10 classes, `--train-size` samples, in memory), `paper_cnn` without BN, feedback `bp`, SGD with
-momentum, batch 64. Both sides train the same architecture from the same initial weights over the
-same tensors; the hand loop indexes a pre-normalized float tensor, the smallest loop one can write.
+Conditions: `--device` (cpu by default), float32, `--threads` torch threads, synthetic data of
+Fashion-MNIST shape by default (`--channels 1 --size 28`, 10 classes, `--train-size` samples, in
+memory on the device), `paper_cnn` without BN, SGD with momentum, batch 64. The hand loop trains
+the same architecture with plain PyTorch (exact BP) from the same initial weights over the same
+tensors, indexing a pre-normalized float tensor: the smallest loop one can write. asymbp trains
+with each rule of `--feedback` (bp by default, so the ratio is pure loop overhead).
 
-Two comparisons, interleaved within each repeat, medians over `--repeats`:
+Two comparisons per rule, interleaved within each repeat, medians over `--repeats`:
 1. training epoch: asymbp's `engine.train_epoch` (what asymbp-train runs each epoch) vs the loop;
 2. whole run of one epoch: `asymbp.train.run` (data set-up, validation and test evaluation,
    alignment metrics, checkpoint and files) vs the loop plus one test-set evaluation.
 
     python benchmarks/epoch_overhead.py [--repeats 5] [--train-size 12000] [--threads 2]
+    python benchmarks/epoch_overhead.py --device cuda --channels 3 --size 32 --train-size 50000 \
+        --feedback bp usf        # the GPU check (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -30,12 +35,13 @@ from asymbp.models import build_model
 from asymbp.train import CONFIG_DIR, Splits, run
 
 
-def config(train_size: int, threads: int, output_root: str):
+def config(args, feedback: str, output_root: str):
     overrides = [
-        "dataset=synthetic", "dataset.size=28", "dataset.channels=1",
-        f"dataset.train_size={train_size}", "dataset.test_size=2000", "model=paper_cnn",
-        "feedback=bp", "norm=none", "optimizer.schedule=none", "epochs=1", "batch_size=64",
-        f"threads={threads}", "progress=false", "force=true", f"output_root={output_root}",
+        "dataset=synthetic", f"dataset.size={args.size}", f"dataset.channels={args.channels}",
+        f"dataset.train_size={args.train_size}", "dataset.test_size=2000", "model=paper_cnn",
+        f"feedback={feedback}", "norm=none", "optimizer.schedule=none", "epochs=1",
+        "batch_size=64", f"threads={args.threads}", f"device={args.device}", "progress=false",
+        "force=true", f"output_root={output_root}",
     ]  # fmt: skip
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
@@ -43,7 +49,7 @@ def config(train_size: int, threads: int, output_root: str):
 
 def hand_loop_epoch(model, optimizer, x, y, batch_size, generator) -> None:
     model.train()
-    order = torch.randperm(y.shape[0], generator=generator)
+    order = torch.randperm(y.shape[0], generator=generator).to(y.device)
     for start in range(0, y.shape[0], batch_size):
         index = order[start : start + batch_size]
         optimizer.zero_grad(set_to_none=True)
@@ -64,6 +70,8 @@ def hand_evaluate(model, x, y, batch_size=1024) -> float:
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -72,37 +80,48 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train-size", type=int, default=12000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--feedback", nargs="+", default=["bp"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     out = tempfile.mkdtemp(prefix="asymbp-bench-")
-    cfg = config(args.train_size, args.threads, out)
+    configs = {rule: config(args, rule, out) for rule in args.feedback}
 
-    splits = Splits(cfg, torch.device("cpu"))
+    splits = Splits(configs[args.feedback[0]], device)
     train_x, train_y = splits.train
     test_x, test_y = splits.normalize(splits.test[0]), splits.test[1]
     pre_normalized = splits.normalize(train_x)
 
     torch.manual_seed(0)
-    ours = make_model(cfg, splits.input_shape, splits.num_classes)
-    ours_opt = make_optimizer(cfg, ours)
-    torch.manual_seed(0)
-    plain = build_model("paper_cnn", in_channels=1, image_size=28, num_classes=10, batch_norm=False)
+    plain = build_model(
+        "paper_cnn", in_channels=args.channels, image_size=args.size, num_classes=10,
+        batch_norm=False,
+    ).to(device)  # fmt: skip
     plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    gen_ours, gen_plain = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-
+    gen_plain = torch.Generator().manual_seed(0)
     variants = {
         "hand loop": lambda: hand_loop_epoch(
             plain, plain_opt, pre_normalized, train_y, 64, gen_plain
-        ),
-        "asymbp train_epoch": lambda: train_epoch(
-            ours, ours_opt, train_x, train_y, splits.normalize, 64, gen_ours, 100.0
         ),
         "hand loop + test eval": lambda: (
             hand_loop_epoch(plain, plain_opt, pre_normalized, train_y, 64, gen_plain),
             hand_evaluate(plain, test_x, test_y),
         ),
-        "asymbp-train run(), 1 epoch": lambda: run(cfg),
     }
+    for rule, cfg in configs.items():
+        torch.manual_seed(0)
+        model = make_model(cfg, splits.input_shape, splits.num_classes).to(device)
+        optimizer, generator = make_optimizer(cfg, model), torch.Generator().manual_seed(0)
+        variants[f"asymbp train_epoch ({rule})"] = functools.partial(
+            train_epoch, model, optimizer, train_x, train_y, splits.normalize, 64, generator, 100.0
+        )
+        variants[f"asymbp-train run() ({rule})"] = functools.partial(run, cfg)
+
+    for fn in variants.values():  # warm-up: kernels, caches, allocator
+        fn()
     times = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, fn in variants.items():
@@ -110,17 +129,19 @@ def main() -> None:
 
     median = {name: statistics.median(t) for name, t in times.items()}
     print(
-        f"torch {torch.__version__}, {args.threads} threads, {args.train_size} training samples "
-        f"1x28x28, paper_cnn, bp, no BN, batch 64, {args.repeats} interleaved repeats"
+        f"torch {torch.__version__}, {args.device}, {args.threads} threads, {args.train_size} "
+        f"training samples {args.channels}x{args.size}x{args.size}, paper_cnn, no BN, batch 64, "
+        f"{args.repeats} interleaved repeats"
     )
     print("| comparison | asymbp s/epoch | hand loop s/epoch | ratio |")
     print("|---|---|---|---|")
-    for ours_name, plain_name in (
-        ("asymbp train_epoch", "hand loop"),
-        ("asymbp-train run(), 1 epoch", "hand loop + test eval"),
-    ):
-        a, b = median[ours_name], median[plain_name]
-        print(f"| {ours_name} vs {plain_name} | {a:.2f} | {b:.2f} | {a / b:.3f} |")
+    for rule in configs:
+        for ours_name, plain_name in (
+            (f"asymbp train_epoch ({rule})", "hand loop"),
+            (f"asymbp-train run() ({rule})", "hand loop + test eval"),
+        ):
+            a, b = median[ours_name], median[plain_name]
+            print(f"| {ours_name} vs {plain_name} | {a:.3f} | {b:.3f} | {a / b:.3f} |")
 
 
 if __name__ == "__main__":
