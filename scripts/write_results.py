@@ -1,0 +1,264 @@
+"""Write docs/RESULTS.md from an aggregated report: the paper table, figures and a verdict on each
+of the paper's four claims, computed from the numbers (nothing in it is written by hand).
+
+    python scripts/write_results.py REPORT_DIR [--out docs] [--command "how the report was made"]
+
+REPORT_DIR is what `asymbp-aggregate` (or scripts/reproduce_paper.py) wrote: summary.csv,
+runs.csv, table_paper.md and the fig_*.png files. Figures are copied to <out>/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+STABILIZED = ("bn", "bm", "bn_bm")
+SIGN_CONCORDANT = ("usf", "brsf", "frsf")
+LABEL = {"none": "none", "bn": "BN", "bm": "BM", "bn_bm": "BN+BM"}
+#: biotorch's published uSF error on Fashion-MNIST (LeNet, 100 epochs, single run), in percent.
+BIOTORCH_USF_FASHION = 9.69
+#: "within about one point" (claim 1) and the tolerance for "matches" (claim 3), in points.
+POINT = 1.0
+
+
+def load(report: Path) -> pd.DataFrame:
+    summary = pd.read_csv(report / "summary.csv")
+    # n counts finished runs; a condition whose runs all diverged has n = 0 and n_diverged > 0.
+    summary = summary[(summary["n"] > 0) | (summary["n_diverged"] > 0)].copy()
+    summary["error"] = 100 * summary["test_error_mean"]
+    summary["std"] = 100 * summary["test_error_std"].fillna(0.0)
+    for column, default in (("feedback.scale", "1.0"), ("feedback.magnitude", "uniform")):
+        if column in summary:
+            summary[column] = summary[column].astype(str).replace({"nan": default, "1": "1.0"})
+    return summary
+
+
+def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the main table: default magnitudes and scale, no partial concordance."""
+    keep = summary["feedback"] != "sc"
+    if "feedback.scale" in summary:
+        keep &= summary["feedback.scale"] == "1.0"
+    if "feedback.magnitude" in summary:
+        keep &= summary["feedback.magnitude"] == "uniform"
+    return summary[keep]
+
+
+def cell(summary: pd.DataFrame, **match) -> pd.Series | None:
+    rows = summary
+    for key, value in match.items():
+        rows = rows[rows[key] == value]
+    return None if rows.empty else rows.iloc[0]
+
+
+def fmt(row) -> str:
+    if row is None:
+        return "n/a"
+    diverged, finished = int(row["n_diverged"]), int(row["n"])
+    if not finished:
+        return f"diverged ({diverged} of {diverged} runs)"
+    text = f"{row['error']:.2f} ± {row['std']:.2f}"
+    return text + (f" ({diverged} of {diverged + finished} runs diverged)" if diverged else "")
+
+
+def variant(row) -> str:
+    """usf varies its scale, brsf/frsf the distribution of their magnitudes."""
+    if row["feedback"] == "usf":
+        return f"usf (scale {row.get('feedback.scale', '1.0')})"
+    return f"{row['feedback']} (magnitude {row.get('feedback.magnitude', 'uniform')})"
+
+
+def claim_magnitudes(summary: pd.DataFrame, dataset: str) -> tuple[str, list[str]]:
+    rows = summary[
+        (summary["dataset"] == dataset)
+        & (summary["norm"] == "bn_bm")
+        & summary["feedback"].isin(SIGN_CONCORDANT)
+    ]
+    rows = rows[rows["n"] > 0].sort_values(["feedback", "feedback.magnitude", "feedback.scale"])
+    if rows.empty:
+        return "not measured", []
+    lines = [f"{variant(r)}: {fmt(r)}" for _, r in rows.iterrows()]
+    spread = rows["error"].max() - rows["error"].min()
+    verdict = (
+        "holds"
+        if spread <= POINT
+        else ("roughly holds" if spread <= 2 * POINT else "does not hold")
+    )
+    return f"{verdict}: the {len(rows)} variants span {spread:.2f} points of test error", lines
+
+
+def claim_signs(summary: pd.DataFrame, dataset: str) -> tuple[str, list[str]]:
+    rows = summary[(summary["dataset"] == dataset) & (summary["feedback"] == "sc")]
+    if rows.empty:
+        return "not measured", []
+    rows = rows[rows["n"] > 0]
+    rows = rows.assign(p=rows["feedback.concordance"].astype(float)).sort_values("p")
+    accuracy = 100 - rows["error"].to_numpy()
+    lines = [
+        f"{100 * p:.0f}% concordant signs: test error {fmt(r)}"
+        for p, (_, r) in zip(rows["p"], rows.iterrows(), strict=True)
+    ]
+    reference = cell(summary[summary["norm"] == "bn_bm"], dataset=dataset, feedback="rndf")
+    if reference is not None:
+        lines.append(f"reference rndf (random feedback): {fmt(reference)}")
+    rank = pd.Series(accuracy).corr(pd.Series(rows["p"].to_numpy()), method="spearman")
+    steps = np.diff(accuracy)
+    monotone = bool((steps >= -rows["std"].to_numpy()[1:]).all())
+    rising = accuracy[-1] - accuracy[0]
+    verdict = "holds" if rank > 0.8 and rising > POINT else "does not hold"
+    detail = "rises monotonically (within one std)" if monotone else "rises, not monotonically"
+    return (
+        f"{verdict}: accuracy {detail} from {accuracy[0]:.2f}% at 0% to {accuracy[-1]:.2f}% at "
+        f"100% concordance (Spearman {rank:.2f})",
+        lines,
+    )
+
+
+def claim_match_bp(summary: pd.DataFrame, dataset: str) -> tuple[str, list[str]]:
+    lines, gaps = [], []
+    for norm in STABILIZED:
+        bp = cell(summary, dataset=dataset, feedback="bp", norm=norm)
+        for rule in SIGN_CONCORDANT:
+            row = cell(summary, dataset=dataset, feedback=rule, norm=norm)
+            if bp is None or row is None or row["n_diverged"] or bp["n_diverged"]:
+                continue
+            gap = row["error"] - bp["error"]
+            tolerance = max(POINT / 2, row["std"], bp["std"])
+            gaps.append((gap, tolerance))
+            lines.append(
+                f"{rule} vs bp with {LABEL[norm]}: {row['error']:.2f} vs {bp['error']:.2f} "
+                f"({gap:+.2f} points)"
+            )
+    if not gaps:
+        return "not measured", lines
+    matched = sum(gap <= tolerance for gap, tolerance in gaps)
+    verdict = "holds" if matched == len(gaps) else ("partly holds" if matched else "does not hold")
+    return (
+        f"{verdict}: {matched} of {len(gaps)} sign-concordant conditions are within max(0.5 "
+        "point, one std) of bp or better",
+        lines,
+    )
+
+
+def claim_stabilization(summary: pd.DataFrame, dataset: str) -> tuple[str, list[str]]:
+    lines, degraded, total = [], 0, 0
+    for rule in ("bp", *SIGN_CONCORDANT, "rndf"):
+        none = cell(summary, dataset=dataset, feedback=rule, norm="none")
+        stabilized = [cell(summary, dataset=dataset, feedback=rule, norm=n) for n in STABILIZED]
+        stabilized = [r for r in stabilized if r is not None and not r["n_diverged"]]
+        if none is None or not stabilized:
+            continue
+        best = min(stabilized, key=lambda r: r["error"])
+        lines.append(
+            f"{rule}: none {fmt(none)}; best stabilized ({LABEL[best['norm']]}) {fmt(best)}"
+        )
+        if rule != "bp":
+            total += 1
+            diverged = none["n_diverged"] > 0
+            degraded += bool(diverged or none["error"] - best["error"] > POINT)
+    if not total:
+        return "not measured", lines
+    verdict = "holds" if degraded == total else ("partly holds" if degraded else "does not hold")
+    return (
+        f"{verdict}: {degraded} of {total} asymmetric rules degrade (> 1 point) or diverge "
+        "without BN and BM, and BN and/or BM bring them back",
+        lines,
+    )
+
+
+CLAIMS = (
+    ("1. The magnitudes of the feedback weights do not matter (BN+BM)", claim_magnitudes),
+    ("2. The signs matter: accuracy rises with the fraction of concordant signs", claim_signs),
+    ("3. With 100% concordant signs and BN/BM, error matches or beats bp", claim_match_bp),
+    (
+        "4. Without BN and BM asymmetric BP degrades or diverges; BN/BM restore it",
+        claim_stabilization,
+    ),
+)
+
+
+def biotorch_line(summary: pd.DataFrame) -> str:
+    row = cell(main_rows(summary), dataset="fashion_mnist", feedback="usf", norm="bn_bm")
+    if row is None:
+        return ""
+    gap = row["error"] - BIOTORCH_USF_FASHION
+    return (
+        f"Fashion-MNIST, usf with BN+BM: {fmt(row)}% test error against biotorch's published "
+        f"{BIOTORCH_USF_FASHION}% (LeNet, 100 epochs, full training set): "
+        + (
+            "at or below it."
+            if gap <= 0
+            else f"{gap:.2f} points above it, with this profile's "
+            "reduced budget (see the conditions above)."
+        )
+    )
+
+
+def render(report: Path, out: Path, command: str) -> str:
+    summary = load(report)
+    datasets = sorted(summary["dataset"].unique())
+    runs = pd.read_csv(report / "runs.csv")
+    conditions = (
+        runs.groupby("dataset")[["epochs", "train_subset", "seed"]]
+        .agg({"epochs": "max", "train_subset": "max", "seed": "nunique"})
+        .rename(columns={"seed": "seeds"})
+    )
+    status = runs["status"].value_counts().to_dict()
+    parts = [
+        "# Results: the paper's four claims on digits and Fashion-MNIST",
+        "",
+        "Generated by `scripts/write_results.py` from the aggregated report; do not edit by hand.",
+        "Regenerate with:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Runs: {len(runs)} ({', '.join(f'{v} {k}' for k, v in sorted(status.items()))}). "
+        "Test error in percent, mean ± sample std over seeds, at the last epoch.",
+        "",
+        conditions.reset_index().to_markdown(index=False),
+        "",
+        "## Verdicts",
+        "",
+    ]
+    for title, judge in CLAIMS:
+        parts += [f"### {title}", ""]
+        for dataset in datasets:
+            verdict, lines = judge(summary, dataset)
+            parts.append(f"- **{dataset}**: {verdict}.")
+            parts += [f"    - {line}" for line in lines]
+        parts.append("")
+    line = biotorch_line(summary)
+    if line:
+        parts += ["### Against biotorch", "", line, ""]
+    parts += ["## The paper's table", "", (report / "table_paper.md").read_text().strip(), ""]
+    figures = out / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    parts += ["## Figures", ""]
+    for png in sorted(report.glob("fig_*.png")):
+        shutil.copyfile(png, figures / png.name)
+        parts += [f"![{png.stem}](results/{png.name})", ""]
+    return "\n".join(parts)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--command",
+        default="python scripts/reproduce_paper.py --profile cpu\n"
+        "python scripts/write_results.py outputs/reproduce_cpu/report --out docs",
+    )
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "RESULTS.md").write_text(render(args.report, args.out, args.command))
+    print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
