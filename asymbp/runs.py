@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +95,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """The checkpoint, or None when there is none or it cannot be read (the run starts over)."""
     if not path.exists():
         return None
-    return torch.load(path, map_location=device, weights_only=False)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        warnings.warn(f"unreadable checkpoint {path} ({error}); starting over", stacklevel=2)
+        return None
 
 
 def clear(run_dir: Path) -> None:

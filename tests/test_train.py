@@ -243,3 +243,19 @@ def test_multirun_sweep_of_two_rules_makes_two_run_directories(tmp_path):
         "synthetic_paper_cnn_usf_"
     )
     assert "test_acc=" in result.stdout
+
+
+def test_unreadable_checkpoint_starts_the_run_over(make_config):
+    cfg = make_config(*SYNTHETIC, "epochs=2")
+
+    def stop(epoch):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(cfg, on_epoch_end=stop)
+    checkpoint = runs.run_directory(cfg) / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        metrics = run(cfg)
+    assert metrics["epochs_completed"] == 2
+    assert list(pd.read_csv(runs.run_directory(cfg) / "history.csv")["epoch"]) == [1, 2]
