@@ -90,6 +90,7 @@ def paper_cnn_stages(image_size: int, max_stages: int = 5, min_side: int = 4) ->
     return stages
 
 
+@register_model("paper_cnn")
 class PaperCNN(nn.Module):
     """The paper's small CIFAR network (MatConvNet example style), its depth fitted to the input.
 
@@ -143,28 +144,6 @@ class PaperCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
-
-
-@register_model("paper_cnn")
-def paper_cnn(
-    *,
-    in_channels: int,
-    image_size: int,
-    num_classes: int,
-    batch_norm: bool,
-    hidden: int = 128,
-    width: float = 1.0,
-    max_stages: int = 5,
-) -> nn.Module:
-    return PaperCNN(
-        in_channels=in_channels,
-        image_size=image_size,
-        num_classes=num_classes,
-        batch_norm=batch_norm,
-        hidden=hidden,
-        width=width,
-        max_stages=max_stages,
-    )
 
 
 # --------------------------------------------------------------------------------------------- mlp
