@@ -51,7 +51,8 @@ def train_epoch(
     model.train()
     n = labels.shape[0]
     order = torch.randperm(n, generator=generator).to(labels.device)
-    starts = range(0, n, batch_size)
+    # A last batch of one sample is dropped: BatchNorm cannot normalize a single sample.
+    starts = range(0, n - 1 if n % batch_size == 1 and n > 1 else n, batch_size)
     loss_sum = torch.zeros((), device=labels.device, dtype=torch.float64)
     correct = torch.zeros((), device=labels.device, dtype=torch.int64)
     seen = 0
@@ -67,7 +68,7 @@ def train_epoch(
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()
         seen += y.shape[0]
-        last = start + batch_size >= n
+        last = step == len(starts) - 1
         if (step + 1) % DIVERGENCE_CHECK_EVERY == 0 or last:
             mean_loss = loss_sum.item() / seen
             if progress:

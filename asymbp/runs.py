@@ -26,6 +26,9 @@ NON_IDENTITY_KEYS = (
     "progress",
     "eval_batch_size",
     "dataset.root",
+    "dataset.cache",
+    "dataset.cache_dir",
+    "dataset.download",
 )
 DONE = "DONE"
 CONFIG = "config.yaml"

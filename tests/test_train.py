@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import CONFIG_DIR, compose_config, run_cli
+from dataset_copies import COPIES
 from omegaconf import OmegaConf
 
 from asymbp import runs
@@ -52,8 +53,11 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
     overrides = [f"{group}={option}"]
     if group != "dataset":
         overrides += ["dataset=synthetic", "dataset.size=32", "dataset.channels=3"]
+    elif option in COPIES:  # the paper's datasets: a tiny copy in the real format
+        tiny = COPIES[option](tmp_path / "data")
+        overrides += [f"data_root={tmp_path / 'data'}", f"model={tiny.model}", *tiny.overrides]
     if option == "fashion_mnist":
-        overrides.append(f"dataset.root={tiny_idx_dir(tmp_path)}")
+        overrides += [f"dataset.root={tiny_idx_dir(tmp_path)}", f"data_root={tmp_path}"]
     cfg = compose_config(*overrides)
     validate(cfg)
     assert cfg[group].name == option
@@ -259,3 +263,11 @@ def test_unreadable_checkpoint_starts_the_run_over(make_config):
         metrics = run(cfg)
     assert metrics["epochs_completed"] == 2
     assert list(pd.read_csv(runs.run_directory(cfg) / "history.csv")["epoch"]) == [1, 2]
+
+
+def test_a_last_batch_of_one_sample_is_dropped_so_batch_norm_trains(make_config):
+    cfg = make_config(
+        *SYNTHETIC, "epochs=1", "norm=bn", "val_fraction=0", "train_subset=127", "batch_size=9"
+    )
+    metrics = run(cfg)  # 127 = 14 * 9 + 1: the last batch would hold one sample
+    assert metrics["epochs_completed"] == 1 and not metrics["diverged"]

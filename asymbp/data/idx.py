@@ -1,5 +1,10 @@
 """IDX files (LeCun's MNIST format, also Fashion-MNIST's), and the datasets stored in them.
 
+MNIST and Fashion-MNIST are read with the IDX reader here, not torchvision's classes: those want
+their own folder (root/MNIST/raw, files un-gzipped), whereas this reader takes the files gzipped or
+not, in root or in torchvision's folder, any number of images, and names a bad file. The classes
+serve for dataset.download=true (they download into root/MNIST/raw, which is looked in).
+
 An IDX file is a 4-byte magic number (two zero bytes, a type code, the number of dimensions), one
 big-endian uint32 per dimension, then the values, big-endian, in C order. Each file may be
 gzipped (`.gz`).
@@ -12,13 +17,17 @@ import math
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import MNIST, FashionMNIST
 
 from asymbp.data.base import DatasetError, InMemoryDataset
-from asymbp.data.registry import register_dataset
+from asymbp.data.layout import Layout, fetch
+from asymbp.data.pipeline import load_arrays
+from asymbp.data.registry import Loader, register_dataset
 
 #: IDX type code -> big-endian numpy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -43,8 +52,12 @@ IDX_FILES = (
 FASHION_MNIST_HINT = (
     "get them from https://github.com/zalandoresearch/fashion-mnist or on Debian "
     "'apt-get install dataset-fashion-mnist' and set dataset.root=/usr/share/datasets/fashion-mnist"
+    " (or set dataset.download=true)"
 )
-MNIST_HINT = "get them from http://yann.lecun.com/exdb/mnist/ and set dataset.root=DIR"
+MNIST_HINT = (
+    "get them from http://yann.lecun.com/exdb/mnist/ and set dataset.root=DIR "
+    "(or set dataset.download=true)"
+)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -114,38 +127,39 @@ def _find(directories: list[Path], stem: str) -> Path | None:
     return None
 
 
-def load_idx_pair(
-    root: str | os.PathLike,
-    dataset_name: str,
-    *,
-    num_classes: int = 10,
-    hint: str = "",
-    subdirs: tuple[str, ...] = (),
-) -> InMemoryDataset:
-    """An MNIST-layout dataset: the four IDX_FILES (each gzipped or not) in `root`.
-
-    Images come back as uint8 (N, 1, H, W), labels as int64 (N,); the sample counts and image
-    size are read from the files, not assumed. subdirs: further folders under root to look in
-    (e.g. torchvision's "FashionMNIST/raw"). hint: how to get the files, for error messages.
-    """
+def find_idx_files(
+    root: str | os.PathLike, dataset_name: str, *, hint: str = "", subdirs: tuple[str, ...] = ()
+) -> list[Path]:
+    """The paths of the four IDX_FILES (each gzipped or not) in root or one of its subdirs."""
     root = Path(root).expanduser()
     directories = [root] + [root / sub for sub in subdirs]
-    expected = f"expected the four IDX files {', '.join(IDX_FILES)} (gzipped or not)"
-    suffix = f"; {hint}" if hint else ""
-
     paths = []
     for stem in IDX_FILES:
         path = _find(directories, stem)
         if path is None:
             where = root if root.is_dir() else f"{root} (no such directory)"
-            raise DatasetError(f"{dataset_name}: no {stem}(.gz) in {where}; {expected}{suffix}")
+            raise DatasetError(f"{dataset_name}: no {stem}(.gz) in {where}; {_expected(hint)}")
         paths.append(path)
+    return paths
+
+
+def _expected(hint: str) -> str:
+    suffix = f"; {hint}" if hint else ""
+    return f"expected the four IDX files {', '.join(IDX_FILES)} (gzipped or not){suffix}"
+
+
+def read_idx_pair(
+    paths: list[Path], dataset_name: str, *, num_classes: int = 10, hint: str = ""
+) -> InMemoryDataset:
+    """The dataset in the four IDX files `paths` (in IDX_FILES order): uint8 (N, 1, H, W)
+    images, int64 (N,) labels; the sample counts and image size are read from the files."""
+    suffix = f"; {hint}" if hint else ""
 
     def read(path: Path, magic: int) -> torch.Tensor:
         try:
             return read_idx(path, magic)
         except DatasetError as error:
-            raise DatasetError(f"{dataset_name}: {error}; {expected}{suffix}") from None
+            raise DatasetError(f"{dataset_name}: {error}; {_expected(hint)}") from None
 
     tensors = {}
     for split, images_path, labels_path in (("train", *paths[:2]), ("test", *paths[2:])):
@@ -164,7 +178,7 @@ def load_idx_pair(
     if tensors["train"][0].shape[1:] != tensors["test"][0].shape[1:]:
         raise DatasetError(
             f"{dataset_name}: train images {tuple(tensors['train'][0].shape[2:])} and test images "
-            f"{tuple(tensors['test'][0].shape[2:])} in {root} differ in size{suffix}"
+            f"{tuple(tensors['test'][0].shape[2:])} in {paths[0].parent} differ in size{suffix}"
         )
     return InMemoryDataset(
         name=dataset_name,
@@ -176,29 +190,89 @@ def load_idx_pair(
     )
 
 
-@register_dataset("fashion_mnist")
-def load_fashion_mnist(root: str | os.PathLike | None = None) -> InMemoryDataset:
-    """Fashion-MNIST (Xiao et al. 2017): official 60000/10000 split, 28x28 grey, 10 classes.
+def load_idx_pair(
+    root: str | os.PathLike,
+    dataset_name: str,
+    *,
+    num_classes: int = 10,
+    hint: str = "",
+    subdirs: tuple[str, ...] = (),
+) -> InMemoryDataset:
+    """An MNIST-layout dataset: the four IDX_FILES (each gzipped or not) in `root`.
 
-    root: the folder of the four IDX files; None means Debian's dataset-fashion-mnist location.
+    Images come back as uint8 (N, 1, H, W), labels as int64 (N,); the sample counts and image
+    size are read from the files, not assumed. subdirs: further folders under root to look in
+    (e.g. torchvision's "FashionMNIST/raw"). hint: how to get the files, for error messages.
     """
-    return load_idx_pair(
-        DEBIAN_FASHION_MNIST if root is None else root,
-        "fashion_mnist",
-        hint=FASHION_MNIST_HINT,
-        subdirs=("FashionMNIST/raw",),
+    paths = find_idx_files(root, dataset_name, hint=hint, subdirs=subdirs)
+    return read_idx_pair(paths, dataset_name, num_classes=num_classes, hint=hint)
+
+
+@dataclass(frozen=True)
+class IdxSet:
+    """An MNIST-layout dataset: how to get it, where torchvision's class downloads it (subdir of
+    root), that class, and the root used when none is given."""
+
+    layout: Layout
+    hint: str
+    subdir: str
+    torchvision_class: type
+    default_root: Path | None = None
+
+
+IDX_SETS = {
+    "mnist": IdxSet(
+        Layout("mnist", "http://yann.lecun.com/exdb/mnist/", contents=", ".join(IDX_FILES),
+               download=True),
+        MNIST_HINT, "MNIST/raw", MNIST,
+    ),
+    "fashion_mnist": IdxSet(
+        Layout("fashion_mnist", "https://github.com/zalandoresearch/fashion-mnist",
+               contents=", ".join(IDX_FILES), download=True),
+        FASHION_MNIST_HINT, "FashionMNIST/raw", FashionMNIST, DEBIAN_FASHION_MNIST,
+    ),
+}  # fmt: skip
+
+
+def _idx_loader(name: str, spec: IdxSet) -> Loader:
+    """The registered loader of an IdxSet; its keywords are the dataset config's keys."""
+
+    def load(
+        root: str | os.PathLike | None = spec.default_root,
+        image_size: int | None = None,
+        channels: int | None = None,
+        download: bool = False,
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> InMemoryDataset:
+        if root is None:
+            raise DatasetError(
+                f"{name}: no dataset.root given; expected a folder holding {', '.join(IDX_FILES)} "
+                f"(gzipped or not); {spec.hint}"
+            )
+        root = Path(root).expanduser().absolute()
+
+        def present(folder: Path) -> bool:
+            return all(_find([folder, folder / spec.subdir], stem) for stem in IDX_FILES)
+
+        if download:
+            get = spec.torchvision_class  # downloads into root/<its name>/raw
+            fetch(spec.layout, root, True, lambda r: get(r, download=True), present=present)
+        paths = find_idx_files(root, name, hint=spec.hint, subdirs=(spec.subdir,))
+        return load_arrays(
+            name, root, paths, lambda: read_idx_pair(paths, name, hint=spec.hint),
+            image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
+        )  # fmt: skip
+
+    load.__name__ = load.__qualname__ = f"load_{name}"
+    load.__doc__ = (
+        f"{name}: the official split of the four IDX files in root (gzipped or not; any number "
+        "of images, of any size); image_size and channels None keep those of the files."
     )
+    return load
 
 
-@register_dataset("mnist")
-def load_mnist(root: str | os.PathLike | None = None) -> InMemoryDataset:
-    """MNIST (LeCun et al. 1998): official 60000/10000 split, 28x28 grey, 10 classes.
-
-    root: the folder of the four IDX files (required: MNIST has no standard install location).
-    """
-    if root is None:
-        raise DatasetError(
-            f"mnist: no dataset.root given; expected a folder holding {', '.join(IDX_FILES)} "
-            f"(gzipped or not); {MNIST_HINT}"
-        )
-    return load_idx_pair(root, "mnist", hint=MNIST_HINT, subdirs=("MNIST/raw",))
+load_mnist = register_dataset("mnist")(_idx_loader("mnist", IDX_SETS["mnist"]))
+load_fashion_mnist = register_dataset("fashion_mnist")(
+    _idx_loader("fashion_mnist", IDX_SETS["fashion_mnist"])
+)

@@ -1,0 +1,226 @@
+"""Image-file datasets that torchvision knows: Caltech-101, Caltech-256, Oxford Flowers-102, LFW.
+
+torchvision's classes give the folder layout, the list of files, the labels and the download
+(dataset.download=true); the images are decoded by asymbp.data.images, resized once, unreadable
+files skipped and counted, and the tensors cached. `root` is the folder given to torchvision,
+which adds its own sub-folder (caltech101/, caltech256/, flowers-102/, lfw-py/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from torchvision.datasets import Caltech101, Caltech256, Flowers102, LFWPeople
+
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.layout import Layout, fetch
+from asymbp.data.matlab import read_mat
+from asymbp.data.pipeline import ImageFiles, decoding, load_by_rule, load_image_files
+from asymbp.data.registry import register_dataset
+from asymbp.data.splits import SplitRule
+
+CALTECH101 = Layout(
+    "caltech101",
+    "https://data.caltech.edu/records/mzrjq-6wc02",
+    expected=("caltech101/101_ObjectCategories/BACKGROUND_Google",),
+    download=True,
+)
+CALTECH256 = Layout(
+    "caltech256",
+    "https://data.caltech.edu/records/nyy15-4j048",
+    expected=("caltech256/256_ObjectCategories",),
+    download=True,
+)
+FLOWERS102 = Layout(
+    "flowers102",
+    "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
+    expected=("flowers-102/jpg", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"),
+    download=True,
+)
+LFW = Layout(
+    "lfw",
+    "http://vis-www.cs.umass.edu/lfw/ (or the mirror "
+    "https://www.kaggle.com/datasets/jessicali9530/lfw-dataset)",
+    expected=("lfw-py/{images}", "lfw-py/people.txt", "lfw-py/lfw-names.txt"),
+)
+CALTECH256_CLUTTER = "257.clutter"
+SPLITS = ("train", "val", "test")
+
+
+def _trusting(cls: type, layout: Layout, root: Path) -> type:
+    """`cls` with torchvision's md5 check replaced by the presence of the layout's files.
+
+    torchvision compares md5 sums of the official files (for LFW even of the .tgz archive, which
+    is not needed once extracted), so it rejects every other copy: mirrors, re-packed archives,
+    the tiny copies of the tests. We check presence (Layout.check, with our message); a corrupt
+    file shows up when it is decoded, and is named then.
+    """
+    return type(cls.__name__, (cls,), {"_check_integrity": lambda self: layout.present(root)})
+
+
+def _index(layout: Layout, root: Path, make: Callable[[Path], object]):
+    """make(root): the torchvision dataset that lists the files and labels."""
+    try:
+        return make(root)
+    except (RuntimeError, OSError, ValueError, KeyError, IndexError) as error:
+        problem = f"torchvision cannot read it ({type(error).__name__}: {error})"
+        raise layout.corrupt(root, problem) from None
+
+
+def _category_files(folder: Path, categories: list[str]):
+    """(the .jpg files of each category folder, their labels, the categories).
+
+    The files are listed rather than named as torchvision's __getitem__ names them (numbers 1
+    to the count of entries in the folder), which would invent files when a folder holds a
+    stray entry (a .DS_Store) or a gap in its numbering; on a clean copy both give the same.
+    """
+    paths, labels = [], []
+    for label, category in enumerate(categories):
+        found = sorted((folder / category).glob("*.jpg"))
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels, categories
+
+
+def _without_class(paths: list[Path], labels: list[int], classes: list[str], name: str):
+    """The files, labels (renumbered) and classes without the class `name` (if present)."""
+    if name not in classes:
+        return paths, labels, classes
+    dropped = classes.index(name)
+    kept = [i for i, label in enumerate(labels) if label != dropped]
+    renumber = [label - (label > dropped) for label in labels]
+    classes = classes[:dropped] + classes[dropped + 1 :]
+    return [paths[i] for i in kept], [renumber[i] for i in kept], classes
+
+
+@register_dataset("caltech101")
+def load_caltech101(
+    root: str | os.PathLike,
+    image_size: int = 64,
+    channels: int = 3,
+    fit: str = "stretch",
+    train_per_class: int | None = 30,
+    test_per_class: int | None = 50,
+    test_fraction: float | None = None,
+    split_seed: int = 0,
+    num_classes: int | None = 101,
+    download: bool = False,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> InMemoryDataset:
+    """Caltech-101 (Fei-Fei et al. 2004): 101 object categories (BACKGROUND_Google left out, as
+    torchvision does); no official split, a seeded per-class rule."""
+    root = fetch(CALTECH101, root, download, lambda r: Caltech101(r, download=True))
+    data = _index(CALTECH101, root, Caltech101)
+    files = _category_files(Path(data.root) / "101_ObjectCategories", list(data.categories))
+    return load_by_rule(
+        CALTECH101, root, *files,
+        rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
+        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+    )  # fmt: skip
+
+
+@register_dataset("caltech256")
+def load_caltech256(
+    root: str | os.PathLike,
+    image_size: int = 64,
+    channels: int = 3,
+    fit: str = "stretch",
+    train_per_class: int | None = 30,
+    test_per_class: int | None = 25,
+    test_fraction: float | None = None,
+    split_seed: int = 0,
+    include_clutter: bool = False,
+    num_classes: int | None = 256,
+    download: bool = False,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> InMemoryDataset:
+    """Caltech-256 (Griffin et al. 2007): 256 object categories, plus 257.clutter when
+    include_clutter; no official split, a seeded per-class rule."""
+    root = fetch(CALTECH256, root, download, lambda r: Caltech256(r, download=True))
+    data = _index(CALTECH256, root, Caltech256)
+    files = _category_files(Path(data.root) / "256_ObjectCategories", list(data.categories))
+    if not include_clutter:
+        files = _without_class(*files, CALTECH256_CLUTTER)
+    return load_by_rule(
+        CALTECH256, root, *files,
+        rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
+        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+    )  # fmt: skip
+
+
+@register_dataset("flowers102")
+def load_flowers102(
+    root: str | os.PathLike,
+    image_size: int = 64,
+    channels: int = 3,
+    fit: str = "stretch",
+    train_on_val: bool = True,
+    num_classes: int | None = 102,
+    download: bool = False,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> InMemoryDataset:
+    """Oxford Flowers-102 (Nilsback & Zisserman 2008), official split of setid.mat: train (10
+    per class) plus, when train_on_val, val (10 per class) for training; test (6149) for test."""
+    root = fetch(FLOWERS102, root, download, lambda r: Flowers102(r, download=True))
+    # Read here first: torchvision's loadmat errors would not say which file is bad.
+    read_mat(FLOWERS102, root / "flowers-102/imagelabels.mat", ("labels",))
+    read_mat(FLOWERS102, root / "flowers-102/setid.mat", ("trnid", "valid", "tstid"))
+    cls = _trusting(Flowers102, FLOWERS102, root)
+    splits = {s: _index(FLOWERS102, root, lambda r, s=s: cls(r, split=s)) for s in SPLITS}
+    train = [splits["train"], splits["val"]] if train_on_val else [splits["train"]]
+    label_set = sorted({label for split in splits.values() for label in split._labels})
+    number = {label: i for i, label in enumerate(label_set)}
+
+    def listed(parts: list[Flowers102]) -> tuple[list[Path], list[int]]:
+        paths = [Path(p) for part in parts for p in part._image_files]
+        return paths, [number[label] for part in parts for label in part._labels]
+
+    classes = [str(label + 1) for label in label_set]  # the class numbers of imagelabels.mat
+    files = ImageFiles(classes, *listed(train), *listed([splits["test"]]))
+    return load_image_files(
+        FLOWERS102, root, files, split="official+val" if train_on_val else "official",
+        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+    )  # fmt: skip
+
+
+@register_dataset("lfw")
+def load_lfw(
+    root: str | os.PathLike,
+    image_set: str = "funneled",
+    image_size: int = 64,
+    channels: int = 3,
+    fit: str = "stretch",
+    min_images: int = 20,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+    test_fraction: float | None = 0.25,
+    split_seed: int = 0,
+    num_classes: int | None = 62,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> InMemoryDataset:
+    """Labeled Faces in the Wild (Huang et al. 2007) as N-way identification of the people with
+    at least min_images images (torchvision's LFWPeople, all 10 folds of people.txt); no
+    official identification split, a seeded per-class rule."""
+    if image_set not in LFWPeople.file_dict:
+        raise ValueError(f"lfw: image_set must be one of {sorted(LFWPeople.file_dict)}")
+    images = LFWPeople.file_dict[image_set][0]
+    layout = dataclasses.replace(
+        LFW, expected=tuple(path.format(images=images) for path in LFW.expected)
+    )
+    root = layout.check(root)
+    cls = _trusting(LFWPeople, layout, root)
+    data = _index(layout, root, lambda r: cls(r, split="10fold", image_set=image_set))
+    classes = sorted(data.class_to_idx, key=data.class_to_idx.get)
+    return load_by_rule(
+        layout, root, [Path(p) for p in data.data], list(data.targets), classes,
+        rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
+        min_images=min_images,
+        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+    )  # fmt: skip
