@@ -12,6 +12,7 @@ Only `done` runs are drawn. Figures use matplotlib's object API (no pyplot, no d
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -101,7 +102,14 @@ def _figure(rows: int, cols: int, **subplots) -> tuple[Figure, np.ndarray]:
 
 def _legend(fig: Figure, colors: dict[str, tuple], title: str, **line) -> None:
     handles = [Line2D([], [], color=color, **line) for color in colors.values()]
-    fig.legend(handles, list(colors), title=title, loc="outside right upper")
+    # Below the panels: a long legend beside them would crowd the title and narrow the panels.
+    fig.legend(
+        handles, list(colors), title=title, loc="outside lower center", ncols=min(4, len(colors))
+    )
+
+
+def _title(fig: Figure, text: str) -> None:
+    fig.suptitle("\n".join(textwrap.wrap(text, 70)), fontsize="medium")
 
 
 def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> Figure | None:
@@ -124,21 +132,25 @@ def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> 
             ax.fill_between(line["epoch"], low, high, color=color, alpha=0.2, linewidth=0)
         ax.set(title=f"{dataset}, {stabilization}", xlabel="epoch", ylabel="test error (%)")
     _legend(fig, layout.colors, "feedback rule")
-    fig.suptitle("Test error during training (mean, shaded: std over seeds)")
+    _title(fig, "Test error during training (mean, shaded: std over seeds)")
     return fig
 
 
 def stabilization_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Figure:
+    # Partial concordance (sc) runs only under one stabilization: fig_concordance shows them.
+    if (done["feedback"] != "sc").any():
+        done = done[done["feedback"] != "sc"]
     stats = _mean_std(done, ["dataset", "series", "stabilization"], "error")
+    series = [s for s in layout.series if s in set(stats["series"])]
     fig, axes = _figure(1, len(layout.datasets))
-    positions = np.arange(len(layout.series))
+    positions = np.arange(len(series))
     width = 0.8 / len(layout.stabilizations)
     palette = matplotlib.colormaps["Set2"].colors
     colors = {s: palette[i % len(palette)] for i, s in enumerate(layout.stabilizations)}
     for ax, dataset in zip(axes[0], layout.datasets, strict=True):
         for k, stabilization in enumerate(layout.stabilizations):
             rows = stats[(stats["dataset"] == dataset) & (stats["stabilization"] == stabilization)]
-            bars = rows.set_index("series").reindex(layout.series)
+            bars = rows.set_index("series").reindex(series)
             offset = (k - (len(layout.stabilizations) - 1) / 2) * width
             ax.bar(
                 positions + offset,
@@ -148,10 +160,10 @@ def stabilization_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Fig
                 color=colors[stabilization],
                 capsize=2,
             )
-        ax.set_xticks(positions, layout.series, rotation=30, ha="right")
+        ax.set_xticks(positions, series, rotation=30, ha="right")
         ax.set(title=dataset, xlabel="feedback rule", ylabel="test error (%)")
     _legend(fig, colors, "stabilization", linewidth=8)
-    fig.suptitle(f"Test error {METRIC_TEXT[metric]} by stabilization (bars: std over seeds)")
+    _title(fig, f"Test error {METRIC_TEXT[metric]} by stabilization (bars: std over seeds)")
     return fig
 
 
@@ -182,10 +194,27 @@ def concordance_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Figur
                 marker="o",
                 capsize=3,
             )
+        _reference_line(ax, done, dataset, set(sc["norm"]))
         ax.set(title=dataset, xlabel="concordant signs (%)", ylabel="test accuracy (%)")
+    colors["rndf (random feedback), same stabilization"] = REFERENCE_COLOR
     _legend(fig, colors, "stabilization", marker="o")
-    fig.suptitle(f"Test accuracy {METRIC_TEXT[metric]} against sign concordance (sc feedback)")
+    _title(fig, f"Test accuracy {METRIC_TEXT[metric]} against sign concordance (sc feedback)")
     return fig
+
+
+REFERENCE_COLOR = (0.4, 0.4, 0.4)
+
+
+def _reference_line(ax, done: pd.DataFrame, dataset: str, norms: set) -> None:
+    """Random feedback's accuracy (dashed, shaded: std over seeds) under the sc runs' norm."""
+    rndf = done[(done["dataset"] == dataset) & (done["feedback"] == "rndf")]
+    rndf = rndf[rndf["norm"].isin(norms)]
+    if rndf.empty:
+        return
+    accuracy = 100 - rndf["error"]
+    mean, std = accuracy.mean(), accuracy.std() if len(accuracy) > 1 else 0.0
+    ax.axhline(mean, color=REFERENCE_COLOR, linestyle="--")
+    ax.axhspan(mean - std, mean + std, color=REFERENCE_COLOR, alpha=0.15, linewidth=0)
 
 
 def alignment_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> Figure | None:
@@ -210,7 +239,7 @@ def alignment_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) 
         axes[i, j].set(title=f"layer {layer}", xlabel="epoch", ylabel=name)
     present = set(stats["series"])
     _legend(fig, {s: c for s, c in layout.colors.items() if s in present}, "feedback rule")
-    fig.suptitle(f"Alignment per layer on {dataset} (mean over seeds and stabilizations)")
+    _title(fig, f"Alignment per layer on {dataset} (mean over seeds and stabilizations)")
     return fig
 
 

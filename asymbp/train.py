@@ -251,7 +251,8 @@ def _train(cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_
 def _write_history(run_dir: Path, history: list[dict]) -> None:
     first = ["epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds"]
     frame = pd.DataFrame(history)
-    columns = first + sorted(c for c in frame.columns if c not in first)
+    # Alignment columns keep the model's layer order (input to output), metric by metric.
+    columns = first + [c for c in frame.columns if c not in first]
     runs.write_text(run_dir / runs.HISTORY, frame[columns].to_csv(index=False))
 
 
