@@ -33,7 +33,7 @@ def load(report: Path) -> pd.DataFrame:
     summary["std"] = 100 * summary["test_error_std"].fillna(0.0)
     for column, default in (("feedback.scale", "1.0"), ("feedback.magnitude", "uniform")):
         if column in summary:
-            summary[column] = summary[column].astype(str).replace({"nan": default, "1": "1.0"})
+            summary[column] = [default if pd.isna(v) else str(v) for v in summary[column]]
     return summary
 
 
@@ -104,7 +104,8 @@ def claim_signs(summary: pd.DataFrame, dataset: str) -> tuple[str, list[str]]:
     reference = cell(summary[summary["norm"] == "bn_bm"], dataset=dataset, feedback="rndf")
     if reference is not None:
         lines.append(f"reference rndf (random feedback): {fmt(reference)}")
-    rank = pd.Series(accuracy).corr(pd.Series(rows["p"].to_numpy()), method="spearman")
+    flat = np.ptp(accuracy) == 0  # a constant series has no rank correlation: no trend
+    rank = 0.0 if flat else pd.Series(accuracy).corr(pd.Series(rows["p"].to_numpy()), "spearman")
     steps = np.diff(accuracy)
     monotone = bool((steps >= -rows["std"].to_numpy()[1:]).all())
     rising = accuracy[-1] - accuracy[0]
