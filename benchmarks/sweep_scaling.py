@@ -10,7 +10,7 @@ every sweep, wall time of the whole command including Python start-up. Two workl
                   `--fashion-epochs` epochs, where two threads already parallelize convolutions.
 The two launchers alternate `--repeats` times per workload; medians are printed.
 
-    python benchmarks/sweep_scaling.py [--repeats 2] [--digits-epochs 30] [--fashion-epochs 1]
+    python benchmarks/sweep_scaling.py [--repeats 2] [--digits-epochs 60] [--fashion-epochs 1]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def sweep_seconds(workload: list[str], launcher: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--digits-epochs", type=int, default=30)
+    parser.add_argument("--digits-epochs", type=int, default=60)
     parser.add_argument("--fashion-epochs", type=int, default=1)
     parser.add_argument("--fashion-subset", type=int, default=4000)
     args = parser.parse_args()
