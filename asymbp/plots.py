@@ -73,10 +73,11 @@ def _order(frame: pd.DataFrame, keys: Sequence[str], label: str) -> list[str]:
 def figure_runs(
     runs: pd.DataFrame, metric: str = "final", ignore: Sequence[str] = NON_IDENTITY_KEYS
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Finished runs with `error` (%) and labels: `stabilization`, `series` (the feedback rule,
-    plus any other config key that varies within a dataset x stabilization x rule, so that
-    different conditions are never averaged together). Also returns those extra keys."""
-    done = runs[runs["status"] == "done"]
+    """Finished runs (done or diverged: see `status`) with `error` (%) and labels:
+    `stabilization`, `series` (the feedback rule, plus any other config key that varies within a
+    dataset x stabilization x rule, so that different conditions are never averaged together).
+    Also returns those extra keys."""
+    done = runs[runs["status"].isin(["done", "diverged"])]
     done = done.assign(error=100 * run_errors(done, metric))
     fixed = with_rule(["dataset", "norm", "feedback"], done.columns)
     extra = varying_keys(done, fixed, condition_columns(runs, ignore))
@@ -136,12 +137,19 @@ def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> 
     return fig
 
 
-def stabilization_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Figure:
+def stabilization_figure(finished: pd.DataFrame, layout: Layout, metric: str) -> Figure:
+    """Bars over the done runs; a condition whose runs all diverged is marked 'div.'."""
     # Partial concordance (sc) runs only under one stabilization: fig_concordance shows them.
-    if (done["feedback"] != "sc").any():
-        done = done[done["feedback"] != "sc"]
+    if (finished["feedback"] != "sc").any():
+        finished = finished[finished["feedback"] != "sc"]
+    done = finished[finished["status"] == "done"]
     stats = _mean_std(done, ["dataset", "series", "stabilization"], "error")
-    series = [s for s in layout.series if s in set(stats["series"])]
+    diverged = set(
+        finished[finished["status"] == "diverged"][
+            ["dataset", "series", "stabilization"]
+        ].itertuples(index=False, name=None)
+    )
+    series = [s for s in layout.series if s in set(finished["series"])]
     fig, axes = _figure(1, len(layout.datasets))
     positions = np.arange(len(series))
     width = 0.8 / len(layout.stabilizations)
@@ -160,6 +168,9 @@ def stabilization_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Fig
                 color=colors[stabilization],
                 capsize=2,
             )
+            for x, name, mean in zip(positions + offset, series, bars["mean"], strict=True):
+                if np.isnan(mean) and (dataset, name, stabilization) in diverged:
+                    ax.text(x, 0, "div.", rotation=90, ha="center", va="bottom", fontsize="small")
         ax.set_xticks(positions, series, rotation=30, ha="right")
         ax.set(title=dataset, xlabel="feedback rule", ylabel="test error (%)")
     _legend(fig, colors, "stabilization", linewidth=8)
@@ -267,14 +278,15 @@ def write_figures(
     ignore: Sequence[str] = NON_IDENTITY_KEYS,
 ) -> list[Path]:
     """Draw every figure the runs allow into `out`; say on stderr which ones had no data."""
-    done, extra = figure_runs(runs, metric, ignore)
+    finished, extra = figure_runs(runs, metric, ignore)
+    done = finished[finished["status"] == "done"]
     if done.empty:
         print("no finished runs: no figures", file=sys.stderr)
         return []
     layout = Layout.of(done, extra)
     figures = {
         "fig_curves": curves_figure(done, history, layout),
-        "fig_stabilization": stabilization_figure(done, layout, metric),
+        "fig_stabilization": stabilization_figure(finished, layout, metric),
         "fig_concordance": concordance_figure(done, layout, metric),
         "fig_alignment": alignment_figure(done, history, layout),
     }
