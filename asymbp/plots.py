@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from asymbp.aggregate import (
     CONCORDANCE,
@@ -56,7 +57,7 @@ class Layout:
     @classmethod
     def of(cls, done: pd.DataFrame, extra: Sequence[str]) -> Layout:
         series = _order(done, [*with_rule(["feedback"], done.columns), *extra], "series")
-        palette = matplotlib.colormaps["tab10"].colors
+        palette = matplotlib.colormaps["tab10" if len(series) <= 10 else "tab20"].colors
         colors = {name: palette[i % len(palette)] for i, name in enumerate(series)}
         return cls(
             datasets=_order(done, ["dataset"], "dataset"),
@@ -82,7 +83,7 @@ def figure_runs(
     fixed = with_rule(["dataset", "norm", "feedback"], done.columns)
     extra = varying_keys(done, fixed, condition_columns(runs, ignore))
     records = done.to_dict("records")
-    extras = [", ".join(f"{k}={value_label(k, r[k])}" for k in extra) for r in records]
+    extras = [_extra_label(record, extra) for record in records]
     rules = [rule_label(r["feedback"], r.get(CONCORDANCE)) for r in records]
     done = done.assign(
         stabilization=[value_label("norm", r["norm"]) for r in records],
@@ -90,6 +91,13 @@ def figure_runs(
         series=[", ".join(filter(None, pair)) for pair in zip(rules, extras, strict=True)],
     )
     return sort_rows(done, [*fixed, *extra]), extra
+
+
+def _extra_label(record: dict, keys: Sequence[str]) -> str:
+    """'magnitude=uniform, scale=1' for the keys that have a value in this run (a key such as
+    feedback.magnitude is empty for rules without it), group prefixes dropped for brevity."""
+    parts = [(key.split(".")[-1], value_label(key, record[key])) for key in keys]
+    return ", ".join(f"{name}={text}" for name, text in parts if text)
 
 
 def _mean_std(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
@@ -121,7 +129,8 @@ def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> 
     data = data.assign(error=100 * (1 - data["value"]))
     stats = _mean_std(data, ["dataset", "stabilization", "series", "epoch"], "error")
     stats = stats.sort_values("epoch", kind="stable")
-    fig, axes = _figure(len(layout.datasets), len(layout.stabilizations), sharex=True)
+    # Datasets may train for different numbers of epochs: share the epoch axis within a row only.
+    fig, axes = _figure(len(layout.datasets), len(layout.stabilizations), sharex="row")
     panels = product(enumerate(layout.datasets), enumerate(layout.stabilizations))
     for (i, dataset), (j, stabilization) in panels:
         ax = axes[i, j]
@@ -132,6 +141,7 @@ def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> 
             ax.plot(line["epoch"], line["mean"], color=color, marker=".")
             ax.fill_between(line["epoch"], low, high, color=color, alpha=0.2, linewidth=0)
         ax.set(title=f"{dataset}, {stabilization}", xlabel="epoch", ylabel="test error (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(fig, layout.colors, "feedback rule")
     _title(fig, "Test error during training (mean, shaded: std over seeds)")
     return fig
@@ -265,8 +275,8 @@ def _spread(items: list, count: int) -> list:
 
 def save(fig: Figure, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1], metadata={"CreationDate": None})  # no timestamp in the file
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # no timestamp
     return paths
 
 
