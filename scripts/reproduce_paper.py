@@ -11,7 +11,7 @@ and rerun, it trains only what has no DONE marker yet and ends with the same rep
 Profiles (times measured on 2 CPU cores; see README):
   demo  digits only, paper_table + paper_concordance, 1 seed, 10 epochs: about 1 minute.
   cpu   digits (full, 20 epochs) and Fashion-MNIST (a stratified 4000-image training subset,
-        4 epochs, 5% validation hold-out), all three presets, 3 seeds, joblib: about 1.5 hours.
+        4 epochs, 5% validation hold-out), all three presets, 3 seeds, joblib: about 1 hour.
   full  the paper's 15 datasets plus Fashion-MNIST and digits at 60 epochs, all presets, 3 seeds:
         meant for a GPU or a SLURM cluster (--launcher submitit_slurm).
 """
