@@ -96,3 +96,21 @@ def test_biotorch_comparison_line(tmp_path, error, expected):
     rows[0][0] = "fashion_mnist"
     summary = write_results.load(write_report(tmp_path, rows))
     assert expected in write_results.biotorch_line(summary)
+
+
+def test_stabilization_claim_compares_with_bp_without_stabilization(tmp_path):
+    rows = [
+        condition("bp", "none", 0.015),
+        condition("usf", "none", 0.015, scale=1.0),  # as good as bp: not degraded
+        condition("rndf", "none", 0.9, n=0, diverged=3, magnitude="uniform"),
+        condition("bp", "bn_bm", 0.003),
+        condition("usf", "bn_bm", 0.003, scale=1.0),
+        condition("rndf", "bn_bm", 0.9, n=0, diverged=3, magnitude="uniform"),
+    ]
+    summary = write_results.load(write_report(tmp_path, rows))
+    verdict, lines = write_results.claim_stabilization(summary, "toy")
+    assert verdict.startswith("partly holds: 1 of 2 asymmetric rules diverge")
+    assert "0 of 2 train with BN and/or BM" not in verdict and "1 of 2 train" in verdict
+    assert lines[-1] == (
+        "rndf: none diverged (3 of 3 runs); diverged or missing under every stabilization"
+    )
