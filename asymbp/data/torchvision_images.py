@@ -96,6 +96,26 @@ def _without_class(paths: list[Path], labels: list[int], classes: list[str], nam
     return [paths[i] for i in kept], [renumber[i] for i in kept], classes
 
 
+def _load_caltech(
+    layout: Layout,
+    cls: type,
+    folder: str,
+    root,
+    download: bool,
+    rule: SplitRule,
+    decode: dict,
+    drop: str | None = None,
+) -> InMemoryDataset:
+    """Caltech-101/256: torchvision lists the categories, the split is a seeded per-class rule;
+    `drop` leaves one class out (Caltech-256's clutter)."""
+    root = fetch(layout, root, download, lambda r: cls(r, download=True))
+    data = _index(layout, root, cls)
+    files = _category_files(Path(data.root) / folder, list(data.categories))
+    if drop is not None:
+        files = _without_class(*files, drop)
+    return load_by_rule(layout, root, *files, rule=rule, **decode)
+
+
 @register_dataset("caltech101")
 def load_caltech101(
     root: str | os.PathLike,
@@ -113,13 +133,10 @@ def load_caltech101(
 ) -> InMemoryDataset:
     """Caltech-101 (Fei-Fei et al. 2004): 101 object categories (BACKGROUND_Google left out, as
     torchvision does); no official split, a seeded per-class rule."""
-    root = fetch(CALTECH101, root, download, lambda r: Caltech101(r, download=True))
-    data = _index(CALTECH101, root, Caltech101)
-    files = _category_files(Path(data.root) / "101_ObjectCategories", list(data.categories))
-    return load_by_rule(
-        CALTECH101, root, *files,
-        rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
-        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+    return _load_caltech(
+        CALTECH101, Caltech101, "101_ObjectCategories", root, download,
+        SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
+        decoding(image_size, channels, fit, num_classes, cache, cache_dir),
     )  # fmt: skip
 
 
@@ -141,15 +158,11 @@ def load_caltech256(
 ) -> InMemoryDataset:
     """Caltech-256 (Griffin et al. 2007): 256 object categories, plus 257.clutter when
     include_clutter; no official split, a seeded per-class rule."""
-    root = fetch(CALTECH256, root, download, lambda r: Caltech256(r, download=True))
-    data = _index(CALTECH256, root, Caltech256)
-    files = _category_files(Path(data.root) / "256_ObjectCategories", list(data.categories))
-    if not include_clutter:
-        files = _without_class(*files, CALTECH256_CLUTTER)
-    return load_by_rule(
-        CALTECH256, root, *files,
-        rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
-        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+    return _load_caltech(
+        CALTECH256, Caltech256, "256_ObjectCategories", root, download,
+        SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
+        decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+        drop=None if include_clutter else CALTECH256_CLUTTER,
     )  # fmt: skip
 
 
