@@ -1,5 +1,5 @@
-"""Write docs/RESULTS.md from an aggregated report: the paper table, figures and a verdict on each
-of the paper's four claims, computed from the numbers (nothing in it is written by hand).
+"""Verdicts on the paper's four claims, computed from an aggregate's numbers, and docs/RESULTS.md
+that shows them with the paper table and figures (nothing in it is written by hand).
 
     python scripts/write_results.py REPORT_DIR [--out docs] [--command "how the report was made"]
 
@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-STABILIZED = ("bn", "bm", "bn_bm")
+from asymbp.report.cli import RUNS_CSV, SUMMARY_CSV, TABLE_MD
+from asymbp.report.labels import NORM_LABELS
+
+#: The stabilized conditions: every `norm` but none.
+STABILIZED = tuple(norm for norm in NORM_LABELS if norm != "none")
+#: The paper's rules whose feedback has the signs of W (claims 1 and 3).
 SIGN_CONCORDANT = ("usf", "brsf", "frsf")
-LABEL = {"none": "none", "bn": "BN", "bm": "BM", "bn_bm": "BN+BM"}
 #: biotorch's published uSF error on Fashion-MNIST (LeNet, 100 epochs, single run), in percent.
 BIOTORCH_USF_FASHION = 9.69
 #: "within about one point" (claim 1) and the tolerance for "matches" (claim 3), in points.
@@ -26,7 +30,7 @@ POINT = 1.0
 
 
 def load(report: Path) -> pd.DataFrame:
-    summary = pd.read_csv(report / "summary.csv")
+    summary = pd.read_csv(report / SUMMARY_CSV)
     # n counts finished runs; a condition whose runs all diverged has n = 0 and n_diverged > 0.
     summary = summary[(summary["n"] > 0) | (summary["n_diverged"] > 0)].copy()
     summary["error"] = 100 * summary["test_error_mean"]
@@ -131,7 +135,7 @@ def claim_match_bp(summary: pd.DataFrame, dataset: str) -> tuple[str, list[str]]
             tolerance = max(POINT / 2, row["std"], bp["std"])
             gaps.append((gap, tolerance))
             lines.append(
-                f"{rule} vs bp with {LABEL[norm]}: {row['error']:.2f} vs {bp['error']:.2f} "
+                f"{rule} vs bp with {NORM_LABELS[norm]}: {row['error']:.2f} vs {bp['error']:.2f} "
                 f"({gap:+.2f} points)"
             )
     if not gaps:
@@ -160,7 +164,7 @@ def claim_stabilization(summary: pd.DataFrame, dataset: str) -> tuple[str, list[
             continue
         best = min(trained, key=lambda r: r["error"]) if trained else None
         best_text = (
-            f"best stabilized ({LABEL[best['norm']]}) {fmt(best)}"
+            f"best stabilized ({NORM_LABELS[best['norm']]}) {fmt(best)}"
             if best is not None
             else ("diverged or missing under every stabilization")
         )
@@ -214,7 +218,7 @@ def biotorch_line(summary: pd.DataFrame) -> str:
 def render(report: Path, out: Path, command: str) -> str:
     summary = load(report)
     datasets = sorted(summary["dataset"].unique())
-    runs = pd.read_csv(report / "runs.csv")
+    runs = pd.read_csv(report / RUNS_CSV)
     conditions = (
         runs.groupby("dataset")[["epochs", "train_subset", "seed"]]
         .agg({"epochs": "max", "train_subset": "max", "seed": "nunique"})
@@ -249,7 +253,7 @@ def render(report: Path, out: Path, command: str) -> str:
     line = biotorch_line(summary)
     if line:
         parts += ["### Against biotorch", "", line, ""]
-    parts += ["## The paper's table", "", (report / "table_paper.md").read_text().strip(), ""]
+    parts += ["## The paper's table", "", (report / TABLE_MD).read_text().strip(), ""]
     figures = out / "results"
     figures.mkdir(parents=True, exist_ok=True)
     parts += ["## Figures", ""]
@@ -259,8 +263,10 @@ def render(report: Path, out: Path, command: str) -> str:
     return "\n".join(parts)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="write_results.py", description="Write RESULTS.md: the claims' verdicts from a report."
+    )
     parser.add_argument("report", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument(
@@ -272,7 +278,4 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "RESULTS.md").write_text(render(args.report, args.out, args.command))
     print(f"wrote {args.out / 'RESULTS.md'}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0
