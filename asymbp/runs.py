@@ -36,6 +36,7 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
 LOG = "train.log"
+FAILED = "FAILED"
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
