@@ -1,12 +1,12 @@
 """asymbp-aggregate: run directories -> CSVs, the paper's table (Markdown and LaTeX) and figures.
 
 `asymbp-aggregate RUN_DIR... --out DIR` (or `python -m asymbp.report`) finds every run
-directory (a folder holding `config.yaml`; hidden folders such as Hydra's `.hydra/` are skipped)
-under the given paths at any depth and writes into DIR:
+directory (a folder holding `config.yaml` or `FAILED`; hidden folders such as Hydra's `.hydra/`
+are skipped) under the given paths at any depth and writes into DIR:
 
-    runs.csv          one row per run: status, group choices, seed, final metrics, config
+    runs.csv          one row per run: status, reason, group choices, seed, final metrics, config
     history.csv       every run's per-epoch values in long form: run, epoch, metric, layer, value
-    summary.csv       per condition (config without seed): test error mean, std, n, n_diverged
+    summary.csv       per condition (config without seed): test error mean, std, n, n_<status>
     table_paper.md    rows: feedback rule x stabilization, columns: dataset (printed too)
     table_paper.tex   the same table for LaTeX (booktabs)
     fig_*.png/.pdf    asymbp.report.figures.FIGURES
