@@ -109,7 +109,7 @@ def test_a_registered_figure_is_drawn_and_listed(tmp_path, monkeypatch):
     """Adding a figure is one function and its registration: it is drawn and listed."""
     from matplotlib.figure import Figure
 
-    from asymbp.report.example import write_sweep
+    from asymbp.report.example import run_config, write_run
     from asymbp.report.figures import write_figures
     from asymbp.report.read import collect
 
@@ -123,7 +123,9 @@ def test_a_registered_figure_is_drawn_and_listed(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="registered twice"):
         register_figure("fig_count", "again")(count_figure)
-    runs_frame, history = collect([write_sweep(tmp_path)])
+    for seed, dataset in enumerate(("digits", "mnist")):
+        write_run(tmp_path / dataset, run_config(dataset, "bp", None, "none", seed), 0.9)
+    runs_frame, history = collect([tmp_path])
     written = write_figures(runs_frame, history, tmp_path)
     assert [p.name for p in written] == ["fig_count.png", "fig_count.pdf"]
     assert figure_table().splitlines()[-1] == "| `fig_count` | runs per dataset |"

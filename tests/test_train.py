@@ -214,6 +214,7 @@ def test_values_out_of_range_raise_config_error_naming_the_key(make_config, over
     assert not runs.run_directory(cfg).exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_with_one_line_and_no_done(tmp_path):
     out = tmp_path / "outputs"
     result = run_cli("feedback=sc", "feedback.concordance=2", f"output_root={out}")
