@@ -575,3 +575,19 @@ def test_ignore_with_a_typo_is_refused_naming_the_keys(tmp_path):
     for key in ("optimizer.lr", "threads"):  # a config key, a key that is always left out
         code, _, stderr = run_main(tmp_path / "runs", "--out", tmp_path / key, "--ignore", key)
         assert code == 0, stderr
+
+
+def test_real_runs_pass_the_consistency_checks(make_config, tmp_path):
+    """What asymbp-train writes is never called broken: a run without validation split, one that
+    diverges, one that finishes (the checks must not turn real results into `broken`)."""
+    from asymbp.train import run
+
+    synthetic = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64"]
+    run(make_config(*synthetic, "epochs=2", "val_fraction=0"))
+    run(make_config(*synthetic, "epochs=2", "norm=none", "optimizer.lr=1000"))
+    run(make_config(*synthetic, "epochs=2", "feedback=sc", "feedback.concordance=0.5"))
+    runs, _, _ = aggregate(tmp_path / "outputs", out=tmp_path / "agg")
+    assert sorted(runs["status"]) == ["diverged", "done", "done"], runs["reason"].tolist()
+    best_val = ("--metric", "best_val")
+    code, _, stderr = run_main(tmp_path / "outputs", "--out", tmp_path / "bv", *best_val)
+    assert code == 2 and "1 finished run(s) have none (val_fraction=0)" in stderr

@@ -24,8 +24,7 @@ SYNTHETIC = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=1
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds"]
 METRIC_KEYS = {
     "test_acc", "test_error", "val_acc", "best_val_acc", "epochs_completed", "diverged",
-    "wall_seconds", "device", "torch_version", "seed", "dataset", "model", "feedback", "norm",
-    "optimizer",
+    "wall_seconds", "device", "torch_version", "seed", *GROUPS,
 }  # fmt: skip
 
 
