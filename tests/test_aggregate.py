@@ -572,7 +572,7 @@ def test_ignore_with_a_typo_is_refused_naming_the_keys(tmp_path):
     assert "unknown --ignore key 'optimzer.lr' (did you mean 'optimizer.lr'?)" in stderr
     assert "optimizer.momentum" in stderr and "batch_size" in stderr
     assert not (tmp_path / "agg").exists()
-    for key in ("optimizer.lr", "threads"):  # a config key, a key that is always left out
+    for key in ("optimizer.lr", "threads", "seed"):  # a config key, keys always left out
         code, _, stderr = run_main(tmp_path / "runs", "--out", tmp_path / key, "--ignore", key)
         assert code == 0, stderr
 

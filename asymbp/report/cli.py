@@ -156,7 +156,8 @@ def _out_problem(out: Path) -> str:
 def _ignore_problem(runs: pd.DataFrame, ignore: Sequence[str]) -> str:
     """Why an --ignore key would change nothing: a key that no run's config has (a typo)."""
     known = sorted(set(condition_columns(runs, ())) - set(GROUPS))
-    unknown = [key for key in ignore if key not in known and key not in NON_IDENTITY_KEYS]
+    always = {*NON_IDENTITY_KEYS, "seed"}  # left out of every condition anyway
+    unknown = [key for key in ignore if key not in known and key not in always]
     if not unknown:
         return ""
     hints = [difflib.get_close_matches(key, known, n=1) for key in unknown]
