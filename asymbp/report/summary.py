@@ -10,26 +10,16 @@ import pandas as pd
 
 from asymbp.config import GROUPS
 from asymbp.report.labels import sort_rows, with_rule
-from asymbp.report.read import config_columns
+from asymbp.report.read import STATUSES, config_columns
 from asymbp.runs import NON_IDENTITY_KEYS
 
 # --metric choice -> the accuracy column of runs.csv whose complement is the reported error.
 METRICS = {"final": "test_acc", "best_val": "test_acc_at_best_val"}
-SUMMARY_STATS = (
-    "metric",
-    "test_error_mean",
-    "test_error_std",
-    "n",
-    "n_diverged",
-    "n_incomplete",
-    "n_failed",
-    "n_broken",
-    "n_duplicate",
-)
-#: Statuses counted in the summary besides `done`, each in its column n_<status>.
-COUNTED = ("diverged", "incomplete", "failed", "broken", "duplicate")
+#: Statuses counted in the summary besides `done` (none of them in the mean): n_<status>.
+COUNTED = tuple(status for status in STATUSES if status != "done")
+SUMMARY_STATS = ("metric", "test_error_mean", "test_error_std", "n", *(f"n_{s}" for s in COUNTED))
 #: Which run of a (condition, seed) found more than once is counted: the first status here.
-PREFERENCE = ("done", "diverged", "incomplete", "failed", "broken")
+PREFERENCE = tuple(status for status in STATUSES if status != "duplicate")
 
 
 def condition_columns(runs: pd.DataFrame, ignore: Sequence[str] = NON_IDENTITY_KEYS) -> list[str]:
