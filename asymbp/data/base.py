@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,60 @@ class DatasetError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).splitlines()))
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a correct copy of a dataset yields: the number of classes and, where the split is
+    official, the number of training and test samples (None: not checked).
+
+    Each dataset config states them in its `expect` block, from the dataset's sources; the
+    loader compares them with what it found before any expensive step (decoding images,
+    computing features), so that a copy in another layout (days read as classes, a flat folder
+    read as one class, a missing part) stops with one line instead of training on wrong labels.
+    """
+
+    classes: int | None = None
+    train: int | None = None
+    test: int | None = None
+
+    def check(
+        self,
+        dataset: str,
+        where: str | os.PathLike,
+        classes: int,
+        train: int,
+        test: int,
+        samples: str = "samples",
+    ) -> None:
+        """DatasetError naming the expected and found counts and where they were looked for.
+
+        samples: what train and test count ("samples", "utterances")."""
+        for key, what, found in (
+            ("classes", "classes", classes),
+            ("train", f"training {samples}", train),
+            ("test", f"test {samples}", test),
+        ):
+            expected = getattr(self, key)
+            if expected is not None and found != expected:
+                raise DatasetError(
+                    f"{dataset}: expected {expected} {what}, found {found} in {where}; the copy is "
+                    f"incomplete or laid out otherwise than dataset.root expects (see README's "
+                    f"Datasets; dataset.expect.{key}=null accepts what is found)"
+                )
+
+    def check_data(self, data: InMemoryDataset, where: str | os.PathLike) -> InMemoryDataset:
+        """check() on a loaded dataset: its classes are the distinct labels of both splits."""
+        labels = torch.cat([data.train_labels, data.test_labels])
+        self.check(
+            data.name, where, int(labels.unique().numel()), len(data.train_labels),
+            len(data.test_labels),
+        )  # fmt: skip
+        return data
+
+
+#: No expectation: what a loader checks when its config gives no `expect` block.
+UNCHECKED = Expect()
 
 
 @dataclass(repr=False)

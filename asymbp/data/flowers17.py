@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
 from asymbp.data.layout import Layout
 from asymbp.data.matlab import read_mat
 from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
@@ -45,6 +45,7 @@ def load_flowers17(
     image_size: int = 64,
     channels: int = 3,
     fit: str = "stretch",
+    expect: Expect = UNCHECKED,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> InMemoryDataset:
@@ -64,5 +65,5 @@ def load_flowers17(
     files = ImageFiles(classes, *listed(train), *listed(numbers["tst"]))
     return load_image_files(
         FLOWERS17, root, files, split=f"split{split}" + ("+val" if train_on_val else ""),
-        **decoding(image_size, channels, fit, None, cache, cache_dir),
+        **decoding(image_size, channels, fit, expect, cache, cache_dir),
     )  # fmt: skip

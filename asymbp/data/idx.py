@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torchvision.datasets import MNIST, FashionMNIST
 
-from asymbp.data.base import DatasetError, InMemoryDataset
+from asymbp.data.base import UNCHECKED, DatasetError, Expect, InMemoryDataset
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.pipeline import load_arrays
 from asymbp.data.registry import Loader, register_dataset
@@ -242,6 +242,7 @@ def _idx_loader(name: str, spec: IdxSet) -> Loader:
         image_size: int | None = None,
         channels: int | None = None,
         download: bool = False,
+        expect: Expect = UNCHECKED,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
     ) -> InMemoryDataset:
@@ -259,10 +260,11 @@ def _idx_loader(name: str, spec: IdxSet) -> Loader:
             get = spec.torchvision_class  # downloads into root/<its name>/raw
             fetch(spec.layout, root, True, lambda r: get(r, download=True), present=present)
         paths = find_idx_files(root, name, hint=spec.hint, subdirs=(spec.subdir,))
-        return load_arrays(
+        data = load_arrays(
             name, root, paths, lambda: read_idx_pair(paths, name, hint=spec.hint),
             image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
         )  # fmt: skip
+        return expect.check_data(data, paths[0].parent)
 
     load.__name__ = load.__qualname__ = f"load_{name}"
     load.__doc__ = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.cache import CacheKey, fingerprint, load_cached
 from asymbp.data.images import check_image_options, conform, decode_images
 from asymbp.data.layout import Layout
@@ -76,16 +76,6 @@ class ImageFiles:
         )
 
 
-def check_class_count(layout: Layout, root: Path, found: int, expected: int | None) -> None:
-    """expected None accepts any count; otherwise a different count means an incomplete copy."""
-    if expected is not None and found != expected:
-        raise layout.missing(
-            root,
-            f"found {found} classes in {root}, expected {expected} (an incomplete copy? "
-            "dataset.num_classes=null takes the classes found)",
-        )
-
-
 def load_image_files(
     layout: Layout,
     root: Path,
@@ -95,16 +85,19 @@ def load_image_files(
     image_size: int,
     channels: int,
     fit: str,
-    num_classes: int | None,
+    expect: Expect,
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Decode the files of both splits once (or read them from the cache) into a dataset.
 
     split: a short name of the split for the cache file ("official", SplitRule.label). The cache
-    file is keyed by the list of files and labels, so adding images makes a new one.
+    file is keyed by the list of files and labels, so adding images makes a new one. expect: is
+    checked against the classes and file counts before anything is decoded.
     """
     check_image_options(layout.dataset, image_size, channels, fit)
-    check_class_count(layout, root, len(files.classes), num_classes)
+    expect.check(
+        layout.dataset, root, len(files.classes), len(files.train_paths), len(files.test_paths)
+    )
     for name, paths in (("training", files.train_paths), ("test", files.test_paths)):
         if not paths:
             raise layout.missing(root, f"no {name} images found in {root}")
@@ -150,7 +143,7 @@ def load_by_rule(
     """A dataset without an official split: the classes with at least min_images images (N-way
     identification for the face sets), renumbered, then split by `rule`.
 
-    options: load_image_files' image_size, channels, fit, num_classes and cache_dir (as made by
+    options: load_image_files' image_size, channels, fit, expect and cache_dir (as made by
     `decoding`).
     """
     if min_images < 1:
@@ -164,13 +157,13 @@ def load_by_rule(
 
 
 def decoding(
-    image_size: int, channels: int, fit: str, num_classes: int | None, cache: bool, cache_dir
+    image_size: int, channels: int, fit: str, expect: Expect, cache: bool, cache_dir
 ) -> dict:
     """The keywords of load_image_files that come straight from a loader's config keys."""
     return {
         "image_size": image_size,
         "channels": channels,
         "fit": fit,
-        "num_classes": num_classes,
+        "expect": expect,
         "cache_dir": cache_dir if cache else None,
     }

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 
 Loader = Callable[..., InMemoryDataset]
 
@@ -41,6 +41,14 @@ def load_dataset(name: str, **options) -> InMemoryDataset:
         raise ValueError(
             f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
         ) from None
+    if isinstance(options.get("expect"), Mapping):
+        try:
+            options["expect"] = Expect(**options["expect"])
+        except TypeError:
+            raise TypeError(
+                f"dataset {name!r}: expect takes the keys classes, train and test, "
+                f"got {sorted(options['expect'])}"
+            ) from None
     signature = inspect.signature(loader)
     try:
         signature.bind(**options)

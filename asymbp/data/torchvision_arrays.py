@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100, STL10, SVHN
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.matlab import read_mat
 from asymbp.data.pipeline import load_arrays
@@ -180,6 +180,7 @@ def _array_loader(name: str, spec: ArraySet) -> Loader:
         image_size: int = spec.image_size,
         channels: int = 3,
         download: bool = False,
+        expect: Expect = UNCHECKED,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
     ) -> InMemoryDataset:
@@ -196,10 +197,11 @@ def _array_loader(name: str, spec: ArraySet) -> Loader:
                 spec.num_classes,
             )
 
-        return load_arrays(
+        data = load_arrays(
             name, root, [root / path for path in spec.layout.expected], read,
             image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
         )  # fmt: skip
+        return expect.check_data(data, root)
 
     load.__name__ = load.__qualname__ = f"load_{name}"
     load.__doc__ = f"{name}: the official train/test split of {', '.join(spec.layout.expected)}."

@@ -8,14 +8,15 @@ which adds its own sub-folder (caltech101/, caltech256/, flowers-102/, lfw-py/).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from torchvision.datasets import Caltech101, Caltech256, Flowers102, LFWPeople
+from torchvision.datasets import Caltech101, Caltech256, Flowers102
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.matlab import read_mat
 from asymbp.data.pipeline import ImageFiles, decoding, load_by_rule, load_image_files
@@ -42,10 +43,25 @@ FLOWERS102 = Layout(
 )
 LFW = Layout(
     "lfw",
-    "http://vis-www.cs.umass.edu/lfw/ (or the mirror "
+    "http://vis-www.cs.umass.edu/lfw/ (or, for deepfunneled, the mirror "
     "https://www.kaggle.com/datasets/jessicali9530/lfw-dataset)",
-    expected=("lfw-py/{images}", "lfw-py/people.txt", "lfw-py/lfw-names.txt"),
+    contents="lfw-py/<images folder>/<Name>/<Name>_0001.jpg... with lfw-py/lfw-names.txt (UMass "
+    "files, torchvision's layout) or the Kaggle mirror's lfw-deepfunneled/lfw-deepfunneled/<Name>/ "
+    "with lfw_allnames.csv",
 )
+#: LFW's copies: (image folder, list of people with their image counts) under root, per image
+#: set. UMass ships lfw.tgz, lfw-funneled.tgz, lfw-deepfunneled.tgz and lfw-names.txt
+#: ("Name<TAB>count" lines), laid out under lfw-py/ as torchvision's LFWPeople does; the Kaggle
+#: mirror (jessicali9530/lfw-dataset) ships deepfunneled only, as
+#: lfw-deepfunneled/lfw-deepfunneled/<Name>/ beside lfw_allnames.csv (columns name, images).
+LFW_COPIES = {
+    "original": (("lfw-py/lfw", "lfw-py/lfw-names.txt"),),
+    "funneled": (("lfw-py/lfw_funneled", "lfw-py/lfw-names.txt"),),
+    "deepfunneled": (
+        ("lfw-py/lfw-deepfunneled", "lfw-py/lfw-names.txt"),
+        ("lfw-deepfunneled/lfw-deepfunneled", "lfw_allnames.csv"),
+    ),
+}
 CALTECH256_CLUTTER = "257.clutter"
 SPLITS = ("train", "val", "test")
 
@@ -126,7 +142,7 @@ def load_caltech101(
     test_per_class: int | None = 50,
     test_fraction: float | None = None,
     split_seed: int = 0,
-    num_classes: int | None = 101,
+    expect: Expect = UNCHECKED,
     download: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -136,7 +152,7 @@ def load_caltech101(
     return _load_caltech(
         CALTECH101, Caltech101, "101_ObjectCategories", root, download,
         SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
-        decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+        decoding(image_size, channels, fit, expect, cache, cache_dir),
     )  # fmt: skip
 
 
@@ -151,7 +167,7 @@ def load_caltech256(
     test_fraction: float | None = None,
     split_seed: int = 0,
     include_clutter: bool = False,
-    num_classes: int | None = 256,
+    expect: Expect = UNCHECKED,
     download: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -161,7 +177,7 @@ def load_caltech256(
     return _load_caltech(
         CALTECH256, Caltech256, "256_ObjectCategories", root, download,
         SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
-        decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+        decoding(image_size, channels, fit, expect, cache, cache_dir),
         drop=None if include_clutter else CALTECH256_CLUTTER,
     )  # fmt: skip
 
@@ -173,7 +189,7 @@ def load_flowers102(
     channels: int = 3,
     fit: str = "stretch",
     train_on_val: bool = True,
-    num_classes: int | None = 102,
+    expect: Expect = UNCHECKED,
     download: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -198,8 +214,45 @@ def load_flowers102(
     files = ImageFiles(classes, *listed(train), *listed([splits["test"]]))
     return load_image_files(
         FLOWERS102, root, files, split="official+val" if train_on_val else "official",
-        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+        **decoding(image_size, channels, fit, expect, cache, cache_dir),
     )  # fmt: skip
+
+
+def _lfw_people(layout: Layout, path: Path) -> list[tuple[str, int]]:
+    """(name, image count) per person of lfw-names.txt or lfw_allnames.csv."""
+    try:
+        with open(path, newline="") as file:
+            if path.suffix == ".csv":
+                rows = [(row["name"], row["images"]) for row in csv.DictReader(file)]
+            else:
+                rows = [tuple(line.split("\t")) for line in file.read().splitlines() if line]
+        return [(name.strip(), int(count)) for name, count in rows]
+    except (OSError, UnicodeDecodeError, KeyError, ValueError, TypeError) as error:
+        raise layout.corrupt(path, f"not a list of people and image counts ({error})") from None
+
+
+def lfw_files(root: Path, image_set: str) -> tuple[Path, list[Path], list[int], list[str]]:
+    """(the copy's image folder, image paths, labels, names): every image the list of people
+    names, <Name>/<Name>_<k:04d>.jpg for k = 1..count, which must exist."""
+    for folder, names in LFW_COPIES[image_set]:
+        if (root / folder).is_dir() and (root / names).is_file():
+            break
+    else:
+        places = " or ".join(f"{folder}/ with {names}" for folder, names in LFW_COPIES[image_set])
+        mirror = "" if image_set == "deepfunneled" else " (the Kaggle mirror has deepfunneled only)"
+        raise LFW.missing(root, f"no {places} in {root}{mirror}")
+    people = _lfw_people(LFW, root / names)
+    paths, labels = [], []
+    for label, (name, count) in enumerate(people):
+        paths += [root / folder / name / f"{name}_{k:04d}.jpg" for k in range(1, count + 1)]
+        labels += [label] * count
+    absent = [path for path in paths if not path.is_file()]
+    if absent:
+        raise LFW.missing(
+            root, f"{len(absent)} of the {len(paths)} images {names} lists are missing, first "
+            f"{absent[0]}",
+        )  # fmt: skip
+    return root / folder, paths, labels, [name for name, _ in people]
 
 
 @register_dataset("lfw")
@@ -214,26 +267,21 @@ def load_lfw(
     test_per_class: int | None = None,
     test_fraction: float | None = 0.25,
     split_seed: int = 0,
-    num_classes: int | None = 62,
+    expect: Expect = UNCHECKED,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> InMemoryDataset:
     """Labeled Faces in the Wild (Huang et al. 2007) as N-way identification of the people with
-    at least min_images images (torchvision's LFWPeople, all 10 folds of people.txt); no
-    official identification split, a seeded per-class rule."""
-    if image_set not in LFWPeople.file_dict:
-        raise ValueError(f"lfw: image_set must be one of {sorted(LFWPeople.file_dict)}")
-    images = LFWPeople.file_dict[image_set][0]
-    layout = dataclasses.replace(
-        LFW, expected=tuple(path.format(images=images) for path in LFW.expected)
-    )
-    root = layout.check(root)
-    cls = _trusting(LFWPeople, layout, root)
-    data = _index(layout, root, lambda r: cls(r, split="10fold", image_set=image_set))
-    classes = sorted(data.class_to_idx, key=data.class_to_idx.get)
+    at least min_images images, from UMass's files or the Kaggle mirror; no official
+    identification split, a seeded per-class rule."""
+    if image_set not in LFW_COPIES:
+        raise ValueError(f"lfw: image_set must be one of {sorted(LFW_COPIES)}, got {image_set!r}")
+    root = LFW.check(root)
+    folder, paths, labels, classes = lfw_files(root, image_set)
     return load_by_rule(
-        layout, root, [Path(p) for p in data.data], list(data.targets), classes,
+        dataclasses.replace(LFW, expected=(str(folder.relative_to(root)),)), root,
+        paths, labels, classes,
         rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
         min_images=min_images,
-        **decoding(image_size, channels, fit, num_classes, cache, cache_dir),
+        **decoding(image_size, channels, fit, expect, cache, cache_dir),
     )  # fmt: skip
