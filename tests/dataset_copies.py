@@ -17,7 +17,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from asymbp.data.idx import write_idx
+from asymbp.data.formats.idx import write_idx
 
 
 @dataclass

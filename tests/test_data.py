@@ -11,6 +11,7 @@ import torch
 
 from asymbp.data import (
     DATASETS,
+    DEBIAN_FASHION_MNIST,
     DatasetError,
     InMemoryDataset,
     channel_stats,
@@ -18,9 +19,9 @@ from asymbp.data import (
     register_dataset,
     stratified_split,
 )
-from asymbp.data.idx import IDX_FILES, IMAGES_MAGIC, read_idx, write_idx
+from asymbp.data.formats.idx import IDX_FILES, IMAGES_MAGIC, read_idx, write_idx
 
-FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_ROOT = DEBIAN_FASHION_MNIST
 
 
 def write_mnist_layout(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True):

@@ -42,17 +42,16 @@ from omegaconf import OmegaConf
 
 from asymbp.data import (
     DATASETS,
+    DEBIAN_FASHION_MNIST,
+    PAPER_DATASETS,
     DatasetError,
     DatasetWarning,
     load_dataset,
     pipeline,
-    torchvision_arrays,
 )
-from asymbp.data.idx import write_idx
-from asymbp.data.image_folders import sufrw_files
-from asymbp.data.images import conform
-from asymbp.data.splits import SplitRule, keep_classes, per_class_split
-from asymbp.data.timit import (
+from asymbp.data.datasets import cifar
+from asymbp.data.datasets.sufrw import sufrw_files
+from asymbp.data.datasets.timit import (
     CORE_TEST_SPEAKERS,
     FOLD_39,
     PHONES_39,
@@ -62,10 +61,13 @@ from asymbp.data.timit import (
     phone_classes,
     stack_context,
 )
+from asymbp.data.formats.idx import write_idx
+from asymbp.data.formats.images import conform
+from asymbp.data.splits import SplitRule, keep_classes, per_class_split
 from asymbp.train import run
 
-PAPER_15 = list(COPIES)
-FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+PAPER_15 = list(PAPER_DATASETS)
+FASHION_MNIST_ROOT = DEBIAN_FASHION_MNIST
 #: The official page each dataset's error message must point to.
 PAGES = {
     "mnist": "yann.lecun.com/exdb/mnist", "cifar10": "cs.toronto.edu/~kriz/cifar.html",
@@ -95,8 +97,8 @@ def load(name: str, data_root: Path, *overrides: str):
 # ------------------------------------------------------------------------- every dataset
 
 
-def test_every_paper_dataset_has_a_config_and_a_loader():
-    assert set(PAPER_15) == set(PAGES)
+def test_every_paper_dataset_has_a_config_a_loader_and_a_tiny_copy():
+    assert set(PAPER_15) == set(PAGES) == set(COPIES)
     assert len(PAPER_15) == 15
     for name in PAPER_15:
         assert (CONFIG_DIR / "dataset" / f"{name}.yaml").is_file()
@@ -645,7 +647,7 @@ class FakeCIFAR10:
 
 
 def test_download_true_fetches_missing_files_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(torchvision_arrays, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setattr(cifar, "CIFAR10", FakeCIFAR10)
     FakeCIFAR10.calls = []
     expect = cifar10(tmp_path / "elsewhere").overrides  # the counts the fake download yields
     data = load("cifar10", tmp_path, *expect, "dataset.download=true")
@@ -658,7 +660,7 @@ def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
     def offline(root, download):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(torchvision_arrays, "CIFAR10", offline)
+    monkeypatch.setattr(cifar, "CIFAR10", offline)
     with pytest.raises(DatasetError, match=r"^cifar10: downloading into .* failed \(OSError: net"):
         load("cifar10", tmp_path, "dataset.download=true")
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from asymbp import runs
 from asymbp.build import ConfigError, make_model, make_optimizer, make_scheduler, validate
-from asymbp.data.idx import write_idx
+from asymbp.data.formats.idx import write_idx
 from asymbp.optim import BatchManhattan
 from asymbp.train import Splits, run
 

@@ -1,6 +1,7 @@
-"""From files to a cached in-memory dataset: arrays with an official split (`load_arrays`), and
-image files split officially (`load_image_files`) or by a seeded rule (`load_by_rule`). Decoding
-happens once; later loads read the cache file (asymbp.data.cache)."""
+"""From files to a cached in-memory dataset, the steps the dataset definitions share: arrays with
+an official split (`load_arrays`, `load_idx_dataset` for the MNIST layout), and image files split
+officially (`load_image_files`) or by a seeded rule (`load_by_rule`). Decoding happens once;
+later loads read the cache file (asymbp.data.cache)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import DatasetError, Expect, InMemoryDataset
 from asymbp.data.cache import CacheKey, fingerprint, load_cached
-from asymbp.data.images import check_image_options, conform, decode_images
-from asymbp.data.layout import Layout
+from asymbp.data.formats.idx import IDX_FILES, find_idx_file, find_idx_files, read_idx_pair
+from asymbp.data.formats.images import check_image_options, conform, decode_images
+from asymbp.data.layout import Layout, fetch
 from asymbp.data.splits import SplitRule, keep_classes
 
 
@@ -48,6 +51,36 @@ def load_arrays(
         )
 
     return load_cached(key, build, cache_dir)
+
+
+def arrays_dataset(
+    layout: Layout,
+    read: Callable[[str], tuple[tuple[Path, np.ndarray], tuple[Path, np.ndarray]]],
+    num_classes: int,
+) -> InMemoryDataset:
+    """The dataset of read("train") and read("test"), each ((images path, uint8 (N, C, H, W)
+    images), (labels path, int64 (N,) labels)); labels outside 0..num_classes-1 are a
+    DatasetError naming their file."""
+    tensors = []
+    for split in ("train", "test"):
+        (_, images), (labels_path, labels) = read(split)
+        if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
+            raise layout.corrupt(
+                labels_path,
+                f"holds labels {labels.min()}..{labels.max()}, outside 0..{num_classes - 1}",
+            )
+        tensors += [torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)]
+    return InMemoryDataset(layout.dataset, *tensors, num_classes=num_classes)
+
+
+def torchvision_index(layout: Layout, root: Path, make: Callable[[Path], object]):
+    """make(root): the torchvision dataset that lists a dataset's files and labels; its errors
+    become a DatasetError naming root."""
+    try:
+        return make(root)
+    except (RuntimeError, OSError, ValueError, KeyError, IndexError) as error:
+        problem = f"torchvision cannot read it ({type(error).__name__}: {error})"
+        raise layout.corrupt(root, problem) from None
 
 
 @dataclass
@@ -167,3 +200,42 @@ def decoding(
         "expect": expect,
         "cache_dir": cache_dir if cache else None,
     }
+
+
+def load_idx_dataset(
+    layout: Layout,
+    root: str | os.PathLike | None,
+    *,
+    subdir: str,
+    get: type,
+    hint: str,
+    image_size: int | None,
+    channels: int | None,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
+) -> InMemoryDataset:
+    """An MNIST-layout dataset's loader: the four IDX_FILES in root or root/subdir (where the
+    torchvision class `get` downloads them when download is true), conformed and cached.
+
+    image_size and channels None keep those of the files; hint: how to get the files."""
+    name = layout.dataset
+    if root is None:
+        raise DatasetError(
+            f"{name}: no dataset.root given; expected a folder holding {', '.join(IDX_FILES)} "
+            f"(gzipped or not); {hint}"
+        )
+    root = Path(root).expanduser().absolute()
+
+    def present(folder: Path) -> bool:
+        return all(find_idx_file([folder, folder / subdir], stem) for stem in IDX_FILES)
+
+    if download:
+        fetch(layout, root, True, lambda r: get(r, download=True), present=present)
+    paths = find_idx_files(root, name, hint=hint, subdirs=(subdir,))
+    data = load_arrays(
+        name, root, paths, lambda: read_idx_pair(paths, name, hint=hint),
+        image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
+    )  # fmt: skip
+    return expect.check_data(data, paths[0].parent)

@@ -23,9 +23,9 @@ import torch
 
 from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
 from asymbp.data.cache import CacheKey, fingerprint, load_cached
+from asymbp.data.formats.sphere import read_audio
 from asymbp.data.layout import Layout
 from asymbp.data.registry import register_dataset
-from asymbp.data.sphere import read_audio
 
 TIMIT = Layout(
     "timit",

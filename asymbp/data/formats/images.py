@@ -1,5 +1,6 @@
-"""Images as uint8 tensors of one size: image files (JPEG, PNG, PPM, ...) decoded, resized and
-converted to grey or RGB (a few unreadable files skipped with a warning), arrays resized."""
+"""Images as uint8 tensors of one size: image files (JPEG, PNG, PPM, ...) found in folders,
+decoded, resized and converted to grey or RGB (a few unreadable files skipped with a warning),
+arrays resized."""
 
 from __future__ import annotations
 
@@ -31,6 +32,25 @@ UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 # Pillow releases the GIL while decoding, so threads decode in parallel.
 WORKERS = min(8, os.cpu_count() or 1)
 CHUNK = 4096
+
+
+def _hidden(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+def images_below(folder: Path) -> list[Path]:
+    """The image files (IMAGE_SUFFIXES) at any depth below folder, sorted by path; hidden entries
+    (.DS_Store, ._name, .git/) skipped."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and not _hidden(path, folder) and path.is_file()
+    )
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The folders directly in folder, sorted by name; hidden ones skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def check_image_options(

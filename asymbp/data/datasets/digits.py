@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits as sklearn_load_digits
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset, stratified_split
+from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
 from asymbp.data.registry import register_dataset
+from asymbp.data.splits import stratified_split
 
 
 @register_dataset("digits")

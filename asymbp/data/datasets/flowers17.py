@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout
-from asymbp.data.matlab import read_mat
 from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
 from asymbp.data.registry import register_dataset
 
