@@ -4,6 +4,7 @@ for an epoch; missing, incomplete and corrupt files give one-line errors; the ca
 from __future__ import annotations
 
 import gzip
+import inspect
 import math
 import os
 import pickle
@@ -105,13 +106,41 @@ def test_every_paper_dataset_has_a_config_a_loader_and_a_tiny_copy():
         assert name in DATASETS
 
 
-def test_every_config_key_has_a_comment_and_root_under_data_root():
-    for name in PAPER_15:
-        lines = (CONFIG_DIR / "dataset" / f"{name}.yaml").read_text().splitlines()
+def dataset_files() -> list[Path]:
+    return sorted((CONFIG_DIR / "dataset").glob("*.yaml"))
+
+
+def test_every_config_key_has_a_comment():
+    for path in dataset_files():
+        lines = path.read_text().splitlines()
         keys = [line for line in lines if line and not line.startswith("#")]
-        assert all("#" in line for line in keys if not line.startswith("name:")), name
-        assert f"root: ${{data_root}}/{name}" in "\n".join(keys)
-        assert "cache_dir: ${data_root}/.cache" in "\n".join(keys)
+        plain = ("name:", "defaults:", "  - _self_")
+        assert all("#" in line for line in keys if not line.startswith(plain)), path.name
+
+
+def test_every_loader_takes_exactly_its_config_keys_without_defaults(tmp_path):
+    """The YAML is the one source of defaults: a loader's parameters are its config's keys."""
+    options = {p.stem for p in dataset_files() if not p.stem.startswith("_")}
+    assert options == set(DATASETS)
+    for name, loader in DATASETS.items():
+        keys = set(compose_config(f"dataset={name}").dataset) - {"name"}
+        parameters = inspect.signature(loader).parameters
+        assert set(parameters) == keys, name
+        assert all(p.default is inspect.Parameter.empty for p in parameters.values()), name
+
+
+def test_image_sets_share_the_base_and_keep_roots_under_data_root(tmp_path):
+    base = OmegaConf.load(CONFIG_DIR / "dataset" / "_image_base.yaml")
+    for name in [*PAPER_15, "fashion_mnist"]:
+        cfg = compose_config(f"dataset={name}", f"data_root={tmp_path}").dataset
+        assert cfg.root == f"{tmp_path}/{name}" and cfg.cache_dir == f"{tmp_path}/.cache"
+        if name != "timit":  # features, not images
+            assert set(base) <= set(cfg), name
+            text = (CONFIG_DIR / "dataset" / f"{name}.yaml").read_text()
+            assert "- _image_base" in text and "cache_dir:" not in text, name
+    # A key of the base set on the command line reaches the loader like any other.
+    cfg = compose_config("dataset=caltech101", "dataset.fit=crop").dataset
+    assert cfg.fit == "crop" and cfg.image_size == base.image_size
 
 
 @pytest.mark.parametrize("name", PAPER_15)

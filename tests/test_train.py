@@ -29,7 +29,8 @@ METRIC_KEYS = {
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The group's options; files starting with "_" are bases other files build on."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def tiny_idx_dir(root: Path) -> Path:

@@ -70,10 +70,6 @@ class Expect:
         return data
 
 
-#: No expectation: what a loader checks when its config gives no `expect` block.
-UNCHECKED = Expect()
-
-
 @dataclass(repr=False)
 class InMemoryDataset:
     """A whole dataset as tensors.

@@ -30,24 +30,25 @@ def load_arrays(
     *,
     image_size: int | None,
     channels: int | None,
+    fit: str,
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """A dataset stored as arrays with an official split (IDX, CIFAR, SVHN, STL-10): read() once,
-    `conform`ed to image_size and channels (None: as stored), cached.
+    `conform`ed to image_size, channels (None: as stored) and fit, cached.
 
     sources: the files read() reads; the cache file is rebuilt when one of them changes.
     """
-    check_image_options(dataset, image_size, channels, native_ok=True)
+    check_image_options(dataset, image_size, channels, fit, native_ok=True)
     size = f"{image_size or 'orig'}px{channels or 'orig'}c"
-    options = {"root": str(root), "image_size": image_size, "channels": channels}
+    options = {"root": str(root), "image_size": image_size, "channels": channels, "fit": fit}
     key = CacheKey(dataset, "official", size, options, fingerprint(sources))
 
     def build() -> InMemoryDataset:
         data = read()
         return dataclasses.replace(
             data,
-            train_images=conform(data.train_images, image_size, channels),
-            test_images=conform(data.test_images, image_size, channels),
+            train_images=conform(data.train_images, image_size, channels, fit),
+            test_images=conform(data.test_images, image_size, channels, fit),
         )
 
     return load_cached(key, build, cache_dir)
@@ -211,6 +212,7 @@ def load_idx_dataset(
     hint: str,
     image_size: int | None,
     channels: int | None,
+    fit: str,
     download: bool,
     expect: Expect,
     cache: bool,
@@ -236,6 +238,6 @@ def load_idx_dataset(
     paths = find_idx_files(root, name, hint=hint, subdirs=(subdir,))
     data = load_arrays(
         name, root, paths, lambda: read_idx_pair(paths, name, hint=hint),
-        image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
+        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
     )  # fmt: skip
     return expect.check_data(data, paths[0].parent)

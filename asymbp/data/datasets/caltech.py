@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torchvision.datasets import Caltech101, Caltech256
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.pipeline import decoding, load_by_rule, torchvision_index
 from asymbp.data.registry import register_dataset
@@ -80,17 +80,17 @@ def _load_caltech(
 @register_dataset("caltech101")
 def load_caltech101(
     root: str | os.PathLike,
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    train_per_class: int | None = 30,
-    test_per_class: int | None = 50,
-    test_fraction: float | None = None,
-    split_seed: int = 0,
-    expect: Expect = UNCHECKED,
-    download: bool = False,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    train_per_class: int | None,
+    test_per_class: int | None,
+    test_fraction: float | None,
+    split_seed: int,
+    expect: Expect,
+    download: bool,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Caltech-101: 101 object categories (BACKGROUND_Google left out, as torchvision does)."""
     return _load_caltech(
@@ -103,18 +103,18 @@ def load_caltech101(
 @register_dataset("caltech256")
 def load_caltech256(
     root: str | os.PathLike,
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    train_per_class: int | None = 30,
-    test_per_class: int | None = 25,
-    test_fraction: float | None = None,
-    split_seed: int = 0,
-    include_clutter: bool = False,
-    expect: Expect = UNCHECKED,
-    download: bool = False,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    train_per_class: int | None,
+    test_per_class: int | None,
+    test_fraction: float | None,
+    split_seed: int,
+    include_clutter: bool,
+    expect: Expect,
+    download: bool,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Caltech-256: 256 object categories, plus 257.clutter when include_clutter."""
     return _load_caltech(

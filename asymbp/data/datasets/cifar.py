@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.pipeline import arrays_dataset, load_arrays
 from asymbp.data.registry import register_dataset
@@ -68,7 +68,7 @@ def _load_cifar(
     data = load_arrays(
         layout.dataset, root, [root / f for f in layout.expected],
         lambda: arrays_dataset(layout, read, num_classes),
-        image_size=options["image_size"], channels=options["channels"],
+        image_size=options["image_size"], channels=options["channels"], fit=options["fit"],
         cache_dir=options["cache_dir"] if options["cache"] else None,
     )  # fmt: skip
     return options["expect"].check_data(data, root)
@@ -83,15 +83,16 @@ CIFAR100_LAYOUT = Layout("cifar100", URL, batch_files(CIFAR100), download=True)
 @register_dataset("cifar10")
 def load_cifar10(
     root: str | os.PathLike,
-    image_size: int = 32,
-    channels: int = 3,
-    download: bool = False,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """CIFAR-10: data_batch_1..5 (train) and test_batch (test), key "labels", 10 classes."""
-    options = {"image_size": image_size, "channels": channels, "download": download,
+    options = {"image_size": image_size, "channels": channels, "fit": fit, "download": download,
                "expect": expect, "cache": cache, "cache_dir": cache_dir}  # fmt: skip
     get = lambda r: CIFAR10(r, download=True)  # noqa: E731
     return _load_cifar(CIFAR10_LAYOUT, CIFAR10_FILES, "labels", 10, root, get, options)
@@ -100,15 +101,16 @@ def load_cifar10(
 @register_dataset("cifar100")
 def load_cifar100(
     root: str | os.PathLike,
-    image_size: int = 32,
-    channels: int = 3,
-    download: bool = False,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """CIFAR-100: train and test, key "fine_labels", 100 classes."""
-    options = {"image_size": image_size, "channels": channels, "download": download,
+    options = {"image_size": image_size, "channels": channels, "fit": fit, "download": download,
                "expect": expect, "cache": cache, "cache_dir": cache_dir}  # fmt: skip
     get = lambda r: CIFAR100(r, download=True)  # noqa: E731
     return _load_cifar(CIFAR100_LAYOUT, CIFAR100_FILES, "fine_labels", 100, root, get, options)

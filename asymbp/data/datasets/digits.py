@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits as sklearn_load_digits
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import stratified_split
 
 
 @register_dataset("digits")
 def load_digits(
-    test_fraction: float = 0.2, split_seed: int = 0, expect: Expect = UNCHECKED
+    test_fraction: float, split_seed: int, expect: Expect
 ) -> InMemoryDataset:
     """The 1797 UCI optical-recognition digits (8x8, grey values 0..16), 10 classes.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torchvision.datasets import Flowers102
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.pipeline import ImageFiles, decoding, load_image_files, torchvision_index
@@ -37,14 +37,14 @@ def _trusting(cls: type, layout: Layout, root: Path) -> type:
 @register_dataset("flowers102")
 def load_flowers102(
     root: str | os.PathLike,
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    train_on_val: bool = True,
-    expect: Expect = UNCHECKED,
-    download: bool = False,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    train_on_val: bool,
+    expect: Expect,
+    download: bool,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Oxford Flowers-102 (Nilsback & Zisserman 2008), official split of setid.mat: train (10
     per class) plus, when train_on_val, val (10 per class) for training; test (6149) for test."""

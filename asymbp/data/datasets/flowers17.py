@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
@@ -40,14 +40,14 @@ def _image_numbers(path: Path, split: int) -> dict[str, np.ndarray]:
 @register_dataset("flowers17")
 def load_flowers17(
     root: str | os.PathLike,
-    split: int = 1,
-    train_on_val: bool = True,
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    split: int,
+    train_on_val: bool,
+    image_size: int,
+    channels: int,
+    fit: str,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Official split number `split` (1, 2 or 3): trn (plus val when train_on_val) for training,
     tst for test. Image n belongs to class (n - 1) // 80."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.images import images_below, subfolders
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
@@ -31,7 +31,10 @@ def icubworld_tree(
     for day in days:
         folder = root / split / f"day{day}"
         if not folder.is_dir():
-            raise ICUBWORLD.missing(root, f"no {split}/day{day} in {root}")
+            raise ICUBWORLD.missing(
+                root, f"no {split}/day{day} in {root} (if the archive unpacked into a folder of "
+                "its own, set dataset.root to the folder holding train/ and test/)",
+            )  # fmt: skip
         for category in subfolders(folder):
             objects = subfolders(category)
             if not objects:
@@ -48,15 +51,15 @@ def icubworld_tree(
 @register_dataset("icubworld")
 def load_icubworld(
     root: str | os.PathLike,
-    labels: str = "category",
-    train_days: list[int] = (1, 2, 3, 4),
-    test_days: list[int] = (1, 2, 3, 4),
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    labels: str,
+    train_days: list[int],
+    test_days: list[int],
+    image_size: int,
+    channels: int,
+    fit: str,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """iCubWorld28's official split: train/day<d>/ for training, test/day<d>/ for test, labelled
     by category (7) or by object (28)."""

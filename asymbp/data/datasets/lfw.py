@@ -10,7 +10,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import decoding, load_by_rule
 from asymbp.data.registry import register_dataset
@@ -79,18 +79,18 @@ def lfw_files(root: Path, image_set: str) -> tuple[Path, list[Path], list[int], 
 @register_dataset("lfw")
 def load_lfw(
     root: str | os.PathLike,
-    image_set: str = "funneled",
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    min_images: int = 20,
-    train_per_class: int | None = None,
-    test_per_class: int | None = None,
-    test_fraction: float | None = 0.25,
-    split_seed: int = 0,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_set: str,
+    image_size: int,
+    channels: int,
+    fit: str,
+    min_images: int,
+    train_per_class: int | None,
+    test_per_class: int | None,
+    test_fraction: float | None,
+    split_seed: int,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Labeled Faces in the Wild (Huang et al. 2007) as N-way identification of the people with
     at least min_images images, from UMass's files or the Kaggle mirror; no official

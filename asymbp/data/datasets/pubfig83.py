@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.images import images_below, subfolders
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import decoding, load_by_rule
@@ -38,17 +38,17 @@ def person_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
 @register_dataset("pubfig83")
 def load_pubfig83(
     root: str | os.PathLike,
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    train_per_class: int | None = 90,
-    test_per_class: int | None = 10,
-    test_fraction: float | None = None,
-    split_seed: int = 0,
-    min_images: int = 1,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    train_per_class: int | None,
+    test_per_class: int | None,
+    test_fraction: float | None,
+    split_seed: int,
+    min_images: int,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """PubFig83 (Pinto et al. 2011): 83-way identification, one folder of images per person,
     no official split: a seeded per-class rule."""

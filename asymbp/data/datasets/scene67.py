@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
 from asymbp.data.registry import register_dataset
@@ -36,12 +36,12 @@ def _read_image_list(layout: Layout, path: Path) -> list[str]:
 @register_dataset("scene67")
 def load_scene67(
     root: str | os.PathLike,
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """MIT Indoor Scene-67 (Quattoni & Torralba 2009) with its official split: the images listed
     in TrainImages.txt and TestImages.txt (80 and 20 per class), under Images/."""

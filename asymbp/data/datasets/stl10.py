@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import STL10
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.pipeline import arrays_dataset, load_arrays
 from asymbp.data.registry import register_dataset
@@ -54,18 +54,19 @@ def read_split(root: Path, split: str) -> tuple[tuple[Path, np.ndarray], tuple[P
 @register_dataset("stl10")
 def load_stl10(
     root: str | os.PathLike,
-    image_size: int = 96,
-    channels: int = 3,
-    download: bool = False,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """STL-10's official split with all 5000 labelled training images, 10 classes."""
     root = fetch(LAYOUT, root, download, lambda r: STL10(r, download=True))
     data = load_arrays(
         "stl10", root, [root / f for f in LAYOUT.expected],
         lambda: arrays_dataset(LAYOUT, lambda split: read_split(root, split), 10),
-        image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
+        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
     )  # fmt: skip
     return expect.check_data(data, root)

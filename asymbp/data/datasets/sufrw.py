@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import decoding, load_by_rule
@@ -83,17 +83,17 @@ def sufrw_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
 @register_dataset("sufrw")
 def load_sufrw(
     root: str | os.PathLike,
-    image_size: int = 64,
-    channels: int = 3,
-    fit: str = "stretch",
-    train_per_class: int | None = None,
-    test_per_class: int | None = None,
-    test_fraction: float | None = 0.2,
-    split_seed: int = 0,
-    min_images: int = 1,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    train_per_class: int | None,
+    test_per_class: int | None,
+    test_fraction: float | None,
+    split_seed: int,
+    min_images: int,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """SUFR-W (Leibo, Liao & Poggio 2014) as N-way identification of its people, read from the
     package as shipped; its protocol is pair verification, so the split is a seeded rule."""

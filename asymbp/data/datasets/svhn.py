@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import SVHN
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout, fetch
 from asymbp.data.pipeline import arrays_dataset, load_arrays
@@ -41,18 +41,19 @@ def _download(root: Path) -> None:
 @register_dataset("svhn")
 def load_svhn(
     root: str | os.PathLike,
-    image_size: int = 32,
-    channels: int = 3,
-    download: bool = False,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    image_size: int,
+    channels: int,
+    fit: str,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """SVHN's official split without "extra", 10 classes."""
     root = fetch(LAYOUT, root, download, _download)
     data = load_arrays(
         "svhn", root, [root / f for f in LAYOUT.expected],
         lambda: arrays_dataset(LAYOUT, lambda split: read_split(root, split), 10),
-        image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
+        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
     )  # fmt: skip
     return expect.check_data(data, root)

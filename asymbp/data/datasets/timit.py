@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asymbp.data.base import UNCHECKED, Expect, InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.cache import CacheKey, fingerprint, load_cached
 from asymbp.data.formats.sphere import read_audio
 from asymbp.data.layout import Layout
@@ -197,16 +197,16 @@ def _check_options(options: dict) -> None:
 @register_dataset("timit")
 def load_timit(
     root: str | os.PathLike,
-    phones: int = 39,
-    n_mels: int = 40,
-    context: int = 5,
-    frame_ms: float = 25.0,
-    hop_ms: float = 10.0,
-    test_set: str = "core",
-    include_sa: bool = False,
-    expect: Expect = UNCHECKED,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    phones: int,
+    n_mels: int,
+    context: int,
+    frame_ms: float,
+    hop_ms: float,
+    test_set: str,
+    include_sa: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Frames of TRAIN (train) and of the core or full TEST (test) as float32 feature vectors of
     (2 context + 1) * n_mels log-mel energies, labelled with one of `phones` (39 or 61) classes.
