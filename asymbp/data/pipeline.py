@@ -74,6 +74,33 @@ def arrays_dataset(
     return InMemoryDataset(layout.dataset, *tensors, num_classes=num_classes)
 
 
+def load_array_set(
+    layout: Layout,
+    root: str | os.PathLike,
+    read: Callable[[Path, str], tuple[tuple[Path, np.ndarray], tuple[Path, np.ndarray]]],
+    num_classes: int,
+    get: Callable[[Path], object],
+    *,
+    image_size: int | None,
+    channels: int | None,
+    fit: str,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
+) -> InMemoryDataset:
+    """An array dataset's loader (CIFAR, SVHN, STL-10): its files (layout.expected) under root,
+    fetched by get(root) when download is true and they are missing, read(root, split) for
+    "train" and "test" as `arrays_dataset` reads them, then `load_arrays` and the guard."""
+    root = fetch(layout, root, download, get)
+    data = load_arrays(
+        layout.dataset, root, [root / f for f in layout.expected],
+        lambda: arrays_dataset(layout, lambda split: read(root, split), num_classes),
+        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
+    )  # fmt: skip
+    return expect.check_data(data, root)
+
+
 def torchvision_index(layout: Layout, root: Path, make: Callable[[Path], object]):
     """make(root): the torchvision dataset that lists a dataset's files and labels; its errors
     become a DatasetError naming root."""
@@ -82,6 +109,17 @@ def torchvision_index(layout: Layout, root: Path, make: Callable[[Path], object]
     except (RuntimeError, OSError, ValueError, KeyError, IndexError) as error:
         problem = f"torchvision cannot read it ({type(error).__name__}: {error})"
         raise layout.corrupt(root, problem) from None
+
+
+def require_listed(layout: Layout, root: Path, paths: list[Path], listed_by: str) -> None:
+    """A DatasetError counting the files of `paths` (what `listed_by` lists) that are missing
+    and naming the first: a partial copy stops here, before anything is decoded."""
+    absent = [path for path in paths if not path.is_file()]
+    if absent:
+        raise layout.missing(
+            root, f"{len(absent)} of the {len(paths)} images {listed_by} lists are missing, "
+            f"first {absent[0]}",
+        )  # fmt: skip
 
 
 @dataclass

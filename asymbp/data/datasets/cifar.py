@@ -18,8 +18,8 @@ import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from asymbp.data.base import Expect, InMemoryDataset
-from asymbp.data.layout import Layout, fetch
-from asymbp.data.pipeline import arrays_dataset, load_arrays
+from asymbp.data.layout import Layout
+from asymbp.data.pipeline import load_array_set
 from asymbp.data.registry import register_dataset
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -52,26 +52,18 @@ def read_batch(layout: Layout, path: Path, label_key: str) -> tuple[np.ndarray, 
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _load_cifar(
-    layout: Layout, files: dict, label_key: str, num_classes: int, root, get, options
-) -> InMemoryDataset:
-    """files: the batch files of each split (`batch_files`); get(root): downloads them."""
-    root = fetch(layout, root, options["download"], get)
+def split_reader(layout: Layout, files: dict, label_key: str):
+    """read(root, split) of `load_array_set`: the split's batch files (files[split]) joined;
+    bad labels are reported against the split's last file."""
 
-    def read(split: str):
+    def read(root: Path, split: str):
         paths = [root / f for f in files[split]]
         batches = [read_batch(layout, path, label_key) for path in paths]
-        return (paths[0], np.concatenate([b[0] for b in batches])), (
-            paths[-1], np.concatenate([b[1] for b in batches]),
-        )  # fmt: skip
+        images = np.concatenate([images for images, _ in batches])
+        labels = np.concatenate([labels for _, labels in batches])
+        return (paths[0], images), (paths[-1], labels)
 
-    data = load_arrays(
-        layout.dataset, root, [root / f for f in layout.expected],
-        lambda: arrays_dataset(layout, read, num_classes),
-        image_size=options["image_size"], channels=options["channels"], fit=options["fit"],
-        cache_dir=options["cache_dir"] if options["cache"] else None,
-    )  # fmt: skip
-    return options["expect"].check_data(data, root)
+    return read
 
 
 CIFAR10_FILES = {split: batch_files(CIFAR10, split) for split in ("train", "test")}
@@ -92,10 +84,11 @@ def load_cifar10(
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """CIFAR-10: data_batch_1..5 (train) and test_batch (test), key "labels", 10 classes."""
-    options = {"image_size": image_size, "channels": channels, "fit": fit, "download": download,
-               "expect": expect, "cache": cache, "cache_dir": cache_dir}  # fmt: skip
-    get = lambda r: CIFAR10(r, download=True)  # noqa: E731
-    return _load_cifar(CIFAR10_LAYOUT, CIFAR10_FILES, "labels", 10, root, get, options)
+    return load_array_set(
+        CIFAR10_LAYOUT, root, split_reader(CIFAR10_LAYOUT, CIFAR10_FILES, "labels"), 10,
+        lambda r: CIFAR10(r, download=True), image_size=image_size, channels=channels, fit=fit,
+        download=download, expect=expect, cache=cache, cache_dir=cache_dir,
+    )  # fmt: skip
 
 
 @register_dataset("cifar100")
@@ -109,8 +102,9 @@ def load_cifar100(
     cache: bool,
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
-    """CIFAR-100: train and test, key "fine_labels", 100 classes."""
-    options = {"image_size": image_size, "channels": channels, "fit": fit, "download": download,
-               "expect": expect, "cache": cache, "cache_dir": cache_dir}  # fmt: skip
-    get = lambda r: CIFAR100(r, download=True)  # noqa: E731
-    return _load_cifar(CIFAR100_LAYOUT, CIFAR100_FILES, "fine_labels", 100, root, get, options)
+    """CIFAR-100: train and test, key "fine_labels" (the 100 fine classes)."""
+    return load_array_set(
+        CIFAR100_LAYOUT, root, split_reader(CIFAR100_LAYOUT, CIFAR100_FILES, "fine_labels"), 100,
+        lambda r: CIFAR100(r, download=True), image_size=image_size, channels=channels, fit=fit,
+        download=download, expect=expect, cache=cache, cache_dir=cache_dir,
+    )  # fmt: skip

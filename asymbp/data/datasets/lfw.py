@@ -12,7 +12,7 @@ from pathlib import Path
 
 from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import decoding, load_by_rule
+from asymbp.data.pipeline import decoding, load_by_rule, require_listed
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
 
@@ -46,7 +46,7 @@ def _lfw_people(layout: Layout, path: Path) -> list[tuple[str, int]]:
             if path.suffix == ".csv":
                 rows = [(row["name"], row["images"]) for row in csv.DictReader(file)]
             else:
-                rows = [tuple(line.split("\t")) for line in file.read().splitlines() if line]
+                rows = [tuple(line.split()) for line in file.read().splitlines() if line.strip()]
         return [(name.strip(), int(count)) for name, count in rows]
     except (OSError, UnicodeDecodeError, KeyError, ValueError, TypeError) as error:
         raise layout.corrupt(path, f"not a list of people and image counts ({error})") from None
@@ -67,12 +67,7 @@ def lfw_files(root: Path, image_set: str) -> tuple[Path, list[Path], list[int], 
     for label, (name, count) in enumerate(people):
         paths += [root / folder / name / f"{name}_{k:04d}.jpg" for k in range(1, count + 1)]
         labels += [label] * count
-    absent = [path for path in paths if not path.is_file()]
-    if absent:
-        raise LFW.missing(
-            root, f"{len(absent)} of the {len(paths)} images {names} lists are missing, first "
-            f"{absent[0]}",
-        )  # fmt: skip
+    require_listed(LFW, root, paths, names)
     return root / folder, paths, labels, [name for name, _ in people]
 
 

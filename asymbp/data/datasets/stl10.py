@@ -11,8 +11,8 @@ import numpy as np
 from torchvision.datasets import STL10
 
 from asymbp.data.base import Expect, InMemoryDataset
-from asymbp.data.layout import Layout, fetch
-from asymbp.data.pipeline import arrays_dataset, load_arrays
+from asymbp.data.layout import Layout
+from asymbp.data.pipeline import load_array_set
 from asymbp.data.registry import register_dataset
 
 #: The four files of the labelled splits (not the 2.6 GB unlabeled_X.bin), relative to root.
@@ -63,10 +63,8 @@ def load_stl10(
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """STL-10's official split with all 5000 labelled training images, 10 classes."""
-    root = fetch(LAYOUT, root, download, lambda r: STL10(r, download=True))
-    data = load_arrays(
-        "stl10", root, [root / f for f in LAYOUT.expected],
-        lambda: arrays_dataset(LAYOUT, lambda split: read_split(root, split), 10),
-        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
+    return load_array_set(
+        LAYOUT, root, read_split, 10, lambda r: STL10(r, download=True), image_size=image_size,
+        channels=channels, fit=fit, download=download, expect=expect, cache=cache,
+        cache_dir=cache_dir,
     )  # fmt: skip
-    return expect.check_data(data, root)

@@ -12,7 +12,7 @@ import numpy as np
 from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import decoding, load_by_rule
+from asymbp.data.pipeline import decoding, load_by_rule, require_listed
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
 
@@ -71,12 +71,7 @@ def sufrw_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
     number = {person: label for label, person in enumerate(people)}
     name_of = dict(zip(ids, names, strict=True))
     paths = [folder / f"{n}.jpg" for n in range(1, len(ids) + 1)]
-    absent = [path for path in paths if not path.is_file()]
-    if absent:
-        raise SUFRW.missing(
-            root, f"{len(absent)} of the {len(paths)} images its info file lists are missing, "
-            f"first {absent[0]}",
-        )  # fmt: skip
+    require_listed(SUFRW, root, paths, "its info file")
     return paths, [number[person] for person in ids], [name_of[p] for p in people]
 
 

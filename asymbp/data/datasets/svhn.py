@@ -12,8 +12,8 @@ from torchvision.datasets import SVHN
 
 from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.formats.matlab import read_mat
-from asymbp.data.layout import Layout, fetch
-from asymbp.data.pipeline import arrays_dataset, load_arrays
+from asymbp.data.layout import Layout
+from asymbp.data.pipeline import load_array_set
 from asymbp.data.registry import register_dataset
 
 FILES = {split: SVHN.split_list[split][1] for split in ("train", "test")}
@@ -50,10 +50,7 @@ def load_svhn(
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """SVHN's official split without "extra", 10 classes."""
-    root = fetch(LAYOUT, root, download, _download)
-    data = load_arrays(
-        "svhn", root, [root / f for f in LAYOUT.expected],
-        lambda: arrays_dataset(LAYOUT, lambda split: read_split(root, split), 10),
-        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
+    return load_array_set(
+        LAYOUT, root, read_split, 10, _download, image_size=image_size, channels=channels,
+        fit=fit, download=download, expect=expect, cache=cache, cache_dir=cache_dir,
     )  # fmt: skip
-    return expect.check_data(data, root)
