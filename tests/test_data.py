@@ -104,7 +104,7 @@ def test_missing_directory_names_the_path_and_how_to_get_the_files(tmp_path):
     assert str(missing) in message and "no such directory" in message
     assert "t10k-labels-idx1-ubyte" in message
     assert "https://github.com/zalandoresearch/fashion-mnist" in message
-    assert "dataset.root=/usr/share/datasets/fashion-mnist" in message
+    assert f"dataset.root={DEBIAN_FASHION_MNIST}" in message
 
 
 def test_missing_file_names_that_file(tmp_path):

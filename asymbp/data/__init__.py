@@ -8,18 +8,13 @@ asymbp/data/formats/, the shared steps (decoding once, caching, splitting) in pi
 cache.py and splits.py.
 """
 
+from asymbp.config import PAPER_DATASETS
 from asymbp.data import datasets  # noqa: F401  (registers every dataset)
 from asymbp.data.base import DatasetError, Expect, InMemoryDataset, channel_stats
 from asymbp.data.datasets.fashion_mnist import DEBIAN_FASHION_MNIST
 from asymbp.data.layout import DatasetWarning
 from asymbp.data.registry import DATASETS, load_dataset, register_dataset
 from asymbp.data.splits import stratified_split
-
-#: The paper's 15 datasets, in the order of its table (Liao, Leibo & Poggio 2016).
-PAPER_DATASETS = (
-    "mnist", "cifar10", "cifar100", "svhn", "stl10", "caltech101", "caltech256", "icubworld",
-    "flowers17", "flowers102", "pubfig83", "sufrw", "lfw", "scene67", "timit",
-)  # fmt: skip
 
 __all__ = [
     "DATASETS",
