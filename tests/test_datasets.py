@@ -497,6 +497,14 @@ def test_the_guard_refuses_a_copy_yielding_other_counts(name, tmp_path):
         load(name, tmp_path, *tiny.overrides, f"dataset.expect.test={tiny.expect['test'] + 1}")
 
 
+def test_expect_null_checks_nothing_and_unknown_keys_are_refused(tmp_path):
+    tiny = scene67(tmp_path)
+    data = load("scene67", tmp_path, "dataset.expect=null")
+    assert (len(data.train_labels), len(data.test_labels)) == (tiny.train, tiny.test)
+    with pytest.raises(TypeError, match=r"scene67': expect takes the keys classes, train and test"):
+        load("scene67", tmp_path, "+dataset.expect.people=3")
+
+
 # ------------------------------------------------------------------------- split rules
 
 

@@ -34,13 +34,16 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
 
 
 def load_dataset(name: str, **options) -> InMemoryDataset:
-    """Load the dataset registered as `name`, passing `options` to its loader."""
+    """Load the dataset registered as `name`, passing `options` to its loader; an `expect`
+    mapping (a config's expect block) becomes an Expect, None an Expect that checks nothing."""
     try:
         loader = DATASETS[name]
     except KeyError:
         raise ValueError(
             f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
         ) from None
+    if "expect" in options and options["expect"] is None:
+        options["expect"] = Expect()  # dataset.expect=null: nothing checked
     if isinstance(options.get("expect"), Mapping):
         try:
             options["expect"] = Expect(**options["expect"])
