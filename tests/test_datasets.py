@@ -433,6 +433,13 @@ def test_sufrw_reads_the_flat_package_and_its_identity_list(tmp_path):
     from_mat = load("sufrw", tmp_path, *tiny.overrides, "dataset.cache=false")
     assert torch.equal(from_mat.train_labels, data.train_labels)
     assert torch.equal(from_mat.test_images, data.test_images)
+    # ... also saved as a struct array, info(n).id and info(n).name.
+    people = np.zeros((1, len(ids)), dtype=[("id", "O"), ("name", "O")])
+    for n, (pid, name) in enumerate(zip(ids, names, strict=True)):
+        people[0, n]["id"], people[0, n]["name"] = np.array([[pid]]), np.array([name])
+    scipy.io.savemat(folder / "SUFR_in_the_wild_info.mat", {"info": people})
+    again = load("sufrw", tmp_path, *tiny.overrides, "dataset.cache=false")
+    assert torch.equal(again.train_labels, data.train_labels)
 
 
 def test_sufrw_refuses_folders_per_person_and_a_short_identity_list(tmp_path):

@@ -51,8 +51,10 @@ def _sufrw_identities(folder: Path) -> tuple[list[int], list[str]]:
         raise SUFRW.missing(folder.parent, f"no {text.name} or {mat.name} in {folder}")
     info = read_mat(SUFRW, mat, ("info",))["info"]
     try:
-        ids = [int(v) for v in np.asarray(info["id"].item()).reshape(-1)]
-        names = np.asarray(info["name"].item()).reshape(-1)
+        # A struct of two arrays (info.id(n), info.name{n}) or a struct array (info(n).id).
+        column = (lambda key: info[key].item()) if info.size == 1 else (lambda key: info[key])
+        ids = [int(np.asarray(v).reshape(-1)[0]) for v in np.asarray(column("id")).reshape(-1)]
+        names = np.asarray(column("name")).reshape(-1)
         names = [str(np.asarray(name).reshape(-1)[0]) for name in names]
     except (ValueError, IndexError, KeyError, TypeError) as error:
         raise SUFRW.corrupt(mat, f"info has no id and name fields per image ({error})") from None
