@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asymbp import aggregate
+from asymbp.config import CONFIG_DIR
 from asymbp.data import DatasetError, load_dataset
-from asymbp.train import CONFIG_DIR
 
 PAPER_DATASETS = (
     "mnist", "cifar10", "cifar100", "svhn", "stl10", "caltech101", "caltech256", "icubworld",
