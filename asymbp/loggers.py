@@ -65,6 +65,9 @@ def _scalars(row: dict) -> dict[str, float]:
 class NoLogger:
     """`logger=none`: the run directory alone is the record."""
 
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        pass
+
     def log_epoch(self, row: dict) -> None:
         pass
 
