@@ -86,6 +86,9 @@ def test_the_readme_commands_run_the_example_with_every_rule_and_stabilization(t
     assert set(zip(runs["feedback"], runs["norm"], strict=True)) == expected
     done = runs[runs["status"] == "done"].set_index(["feedback", "norm"])
     assert done.loc[("bp", "bn_bm"), "test_acc"] > 0.85
+    summary = pd.read_csv(outputs / "wine_rules" / "report" / "summary.csv")
+    assert len(summary) == len(expected)  # one condition per run: plugins/logger keys split none
+    assert not [c for c in summary.columns if c.startswith(("logger", "plugins"))]
     table = (outputs / "wine_rules" / "report" / "table_paper.md").read_text()
     assert "wine" in table.splitlines()[0]
     assert table in result.stdout  # the aggregation prints the table
