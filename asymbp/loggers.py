@@ -136,12 +136,21 @@ class MLflowLogger:
         self.run_id: str | None = None
         self.last_step = 0
 
+    def _stored_run(self, id_file: Path) -> str | None:
+        """The id of the MLflow run an earlier attempt logged to, if the store still holds it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(id_file.read_text().strip()).info.run_id
+        except (OSError, MlflowException):
+            return None
+
     def _open(self, first_epoch: int) -> None:
         from mlflow.entities import Param
 
         id_file = self.run_dir / runs.MLFLOW_RUN
-        if first_epoch > 1 and id_file.exists():
-            self.run_id = id_file.read_text().strip()
+        if first_epoch > 1 and (stored := self._stored_run(id_file)) is not None:
+            self.run_id = stored
             self.client.update_run(self.run_id, status="RUNNING")
             history = self.client.get_metric_history(self.run_id, "train_loss")
             self.last_step = max((metric.step for metric in history), default=0)

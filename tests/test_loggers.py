@@ -193,6 +193,25 @@ def test_mlflow_resume_reuses_the_run_without_duplicated_steps(
         assert [m.value for m in metric] == pytest.approx(list(history[column]), rel=1e-5)
 
 
+def test_a_resume_whose_mlflow_run_is_gone_logs_to_a_new_one(
+    make_config, monkeypatch, mlflow_client, empty_mlflow_store
+):
+    cfg = make_config(*SMALL, "logger=mlflow")
+    with monkeypatch.context() as patch:
+        crash_before_checkpoint(patch, 3)
+        with pytest.raises(Crash):
+            run(cfg)
+    id_file = runs.run_directory(cfg) / runs.MLFLOW_RUN
+    lost = id_file.read_text().strip()
+    shutil.copy(empty_mlflow_store, Path(cfg.output_root) / ".mlflow" / "mlflow.db")  # store reset
+    run(cfg)
+    client = mlflow_client(cfg)
+    (logged,) = client.search_runs([client.get_experiment_by_name(cfg.exp_name).experiment_id])
+    assert logged.info.run_id == id_file.read_text().strip() != lost
+    steps = sorted(m.step for m in client.get_metric_history(logged.info.run_id, "train_loss"))
+    assert steps == [3, 4]  # epochs 1-2 went to the lost run
+
+
 def test_a_crashed_run_is_marked_failed_in_mlflow(make_config, monkeypatch, mlflow_client):
     cfg = make_config(*SMALL, "logger=mlflow")
     crash_before_checkpoint(monkeypatch, 2)
