@@ -98,6 +98,7 @@ def test_the_wheel_carries_every_shipped_file(wheel):
     assert expected - names == set()
 
 
+@pytest.mark.slow
 def test_installed_wheel_trains_sweeps_and_aggregates_from_an_unrelated_folder(venv, tmp_path):
     env = clean_env(venv)
     where = run(
@@ -122,6 +123,7 @@ def test_installed_wheel_trains_sweeps_and_aggregates_from_an_unrelated_folder(v
     assert set(table["dataset"]) == {"digits"} and set(table["model"]) == {"mlp"}
 
 
+@pytest.mark.slow
 def test_reproduce_paper_composes_with_the_installed_configs(venv, tmp_path):
     """scripts/reproduce_paper.py run with the installed asymbp, from another folder."""
     code = (
