@@ -35,7 +35,10 @@ def example_files() -> set[str]:
     return {
         p.relative_to(EXAMPLE).as_posix()
         for p in EXAMPLE.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and "outputs" not in p.parts
+        if p.is_file()
+        and not p.name.startswith(".")
+        and "__pycache__" not in p.parts
+        and "outputs" not in p.parts
     }
 
 
