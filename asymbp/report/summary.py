@@ -28,7 +28,9 @@ def condition_columns(runs: pd.DataFrame, ignore: Sequence[str] = NON_IDENTITY_K
     is the keys that asymbp.runs leaves out of a run's identity (where and how fast it ran), so
     a condition is a run's identity without its seed."""
     skip = {*ignore, "seed", *(f"{group}.name" for group in GROUPS)}
-    return [*GROUPS, *(c for c in config_columns(runs) if c not in skip)]
+    below = tuple(f"{key}." for key in ignore)  # an ignored key's sub-keys too: logger.name, ...
+    keys = [c for c in config_columns(runs) if c not in skip and not c.startswith(below)]
+    return [*GROUPS, *keys]
 
 
 def run_errors(runs: pd.DataFrame, metric: str = "final") -> pd.Series:
