@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -293,7 +295,10 @@ def test_killing_a_joblib_sweep_ends_its_workers(tmp_path):
     deadline = time.monotonic() + 20
     while any(map(_alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(map(_alive, workers))
+    orphans = [pid for pid in workers if _alive(pid)]
+    for pid in orphans:  # do not leave them training when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert orphans == []
     histories = {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
     time.sleep(1.0)
     assert histories == {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
