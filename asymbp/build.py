@@ -142,8 +142,8 @@ def _check_known_keys(cfg: DictConfig) -> None:
 def _check_exp_name(name) -> None:
     """exp_name is a relative folder inside output_root, visible to the aggregator."""
     allowed = "a relative folder name: no '..', no absolute path, no leading dot"
-    _check(isinstance(name, str) and name.strip() != "", "exp_name", name, allowed)
-    path = PurePosixPath(name)
+    _check(isinstance(name, str | int) and str(name).strip() != "", "exp_name", name, allowed)
+    path = PurePosixPath(str(name))
     ok = not path.is_absolute() and all(
         p not in ("", "..") and not p.startswith(".") for p in path.parts
     )
