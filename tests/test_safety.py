@@ -6,6 +6,7 @@ killed by SIGKILL, a second process holding the lock, /dev/full behind a tempora
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.metadata
 import io
@@ -100,9 +101,9 @@ def test_a_second_writer_is_refused_and_writes_nothing(make_config):
     assert run(cfg)["epochs_completed"] == 1
 
 
-def test_the_lock_of_a_killed_process_is_released(make_config):
-    cfg = make_config(*TINY, "epochs=1")
-    run_dir = runs.run_directory(cfg)
+@contextlib.contextmanager
+def lock_held_elsewhere(run_dir: Path):
+    """Another process holds the run directory's lock until the block ends (then it is killed)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
          "from asymbp.runs import RunLock; lock = RunLock(Path(sys.argv[1])).__enter__(); "
@@ -111,11 +112,20 @@ def test_the_lock_of_a_killed_process_is_released(make_config):
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(runs.RunBusy, match=f"pid {holder.pid}"):
-            run(cfg)
+        yield holder
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_lock_of_a_killed_process_is_released(make_config):
+    cfg = make_config(*TINY, "epochs=1")
+    run_dir = runs.run_directory(cfg)
+    with (
+        lock_held_elsewhere(run_dir) as holder,
+        pytest.raises(runs.RunBusy, match=f"pid {holder.pid}"),
+    ):
+        run(cfg)
     assert run(cfg)["epochs_completed"] == 1
 
 
@@ -125,18 +135,8 @@ def test_cli_second_launch_says_why_and_exits_75(tmp_path):
     from conftest import compose_config
 
     run_dir = runs.run_directory(compose_config(*args))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from asymbp.runs import RunLock; lock = RunLock(Path(sys.argv[1])).__enter__(); "
-         "print('locked', flush=True); time.sleep(600)", str(run_dir)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(run_dir):
         result = run_cli(*args)
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode == 75, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("asymbp-train: ") and str(run_dir) in lines[0]

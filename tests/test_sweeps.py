@@ -17,6 +17,7 @@ from conftest import CONFIG_DIR, REPO, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
+from test_safety import lock_held_elsewhere
 
 from asymbp import aggregate, runs
 from asymbp.build import validate
@@ -234,18 +235,8 @@ def test_a_sweep_job_whose_run_directory_is_busy_is_skipped_and_reported(tmp_pat
     out = tmp_path / "outputs"
     args = [*SMALL, "threads=1", "progress=false", f"output_root={out}", "exp_name=busy"]
     run_dir = runs.run_directory(compose_config(*args, "seed=0"))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from asymbp.runs import RunLock; lock = RunLock(Path(sys.argv[1])).__enter__(); "
-         "print('locked', flush=True); time.sleep(600)", str(run_dir)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(run_dir):
         result = run_cli("-m", "seed=0,1", *args)
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode == 1
     assert "being written by another process" in result.stderr
     assert [name.split("_")[7] for name in done_runs(out)] == ["s1"]
@@ -302,3 +293,22 @@ def test_killing_a_joblib_sweep_ends_its_workers(tmp_path):
     histories = {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
     time.sleep(1.0)
     assert histories == {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
+
+
+def test_ctrl_c_ends_a_sweep_with_one_line_and_130(tmp_path):
+    out = tmp_path / "outputs"
+    args = [
+        sys.executable, "-m", "asymbp.train", "-m", "seed=0,1", *SMALL, "epochs=500",
+        "threads=1", "progress=false", f"output_root={out}",
+    ]  # fmt: skip
+    sweep = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.rglob(runs.CHECKPOINT)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("asymbp-train: sweep interrupted;")
