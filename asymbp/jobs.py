@@ -27,6 +27,9 @@ EXIT_BUSY = 75
 EXIT_INTERRUPTED = 130
 
 
+_watching = False
+
+
 class JobFailed(Exception):
     """A sweep job that failed; its message is the one-line error (already printed)."""
 
@@ -55,12 +58,16 @@ def end_with_parent() -> bool:
     """In a worker process of the sweep, start a thread that ends this process as soon as the
     sweep's process is gone (killed, even by SIGKILL), so that no orphan keeps training and races
     with a rerun. Returns whether it was started (not in the sweep's own process, nor on SLURM)."""
+    global _watching
     sweep_pid = os.environ.get(SWEEP_PID_ENV)
     if not sweep_pid or not sweep_pid.isdigit() or int(sweep_pid) == os.getpid():
         return False
     parent = os.getppid()
     if parent != int(sweep_pid):  # e.g. a SLURM job: its parent is slurmstepd
         return False
+    if _watching:  # a worker runs many jobs; one watcher serves them all
+        return True
+    _watching = True
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -492,6 +492,18 @@ def test_stale_temporary_files_of_dead_writers_are_removed(make_config):
     assert dead.name in (run_dir / runs.LOG).read_text()
 
 
+def test_a_stale_cache_temporary_file_is_removed_when_the_cache_is_written(make_config, tmp_path):
+    root, cache = fmnist(tmp_path), tmp_path / "cache"
+    args = ["dataset=fashion_mnist", f"dataset.root={root}", f"dataset.cache_dir={cache}"]
+    run(make_config(*args, "model=mlp", "epochs=1"))
+    (cached,) = cache.iterdir()
+    stale = cache / f".{cached.name}.asymbp-{socket.gethostname()}-{_dead_pid()}-ab12_xyz.tmp"
+    stale.write_bytes(b"x" * 100)
+    cached.unlink()
+    run(make_config(*args, "model=mlp", "epochs=1", "exp_name=again"))
+    assert [p.name for p in cache.iterdir()] == [cached.name]
+
+
 def test_a_write_killed_midway_leaves_a_temporary_file_the_next_run_removes(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
