@@ -54,8 +54,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from asymbp.data import load_dataset, stratified_split
+from asymbp.data import DEBIAN_FASHION_MNIST, load_dataset, stratified_split
 from asymbp.train import CONFIG_DIR, run
 
 IDX_FILES = (
@@ -177,9 +178,15 @@ def asymbp_config(args, output_root: str):
         return compose("train", overrides=overrides)
 
 
+def load_configured(cfg):
+    """The dataset of cfg, loaded with its config's keys (their one source: the YAML)."""
+    options = OmegaConf.to_container(cfg.dataset, resolve=True)
+    return load_dataset(options.pop("name"), **options)
+
+
 def asymbp_repeat(cfg, args, out_dir: Path) -> Result:
     start = time.perf_counter()
-    load_dataset("fashion_mnist", root=args.root)
+    load_configured(cfg)
     data_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -268,7 +275,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=0, help="biotorch's DataLoaders")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--root", type=Path, default=DEBIAN_FASHION_MNIST)
     args = parser.parse_args()
     if args.repeats < 1 or args.epochs < 1:
         parser.error("--repeats and --epochs must be >= 1")
@@ -279,7 +286,7 @@ def main() -> None:
         tmp = Path(tmp)
         bio_root = torchvision_layout(args.root, tmp / "torchvision")
         cfg = asymbp_config(args, str(tmp / "outputs"))
-        data = load_dataset("fashion_mnist", root=args.root)
+        data = load_configured(cfg)
         indices = subset_indices(data.train_labels, args.train_subset, cfg.val_seed)
         n_train = data.train_labels.numel() if indices is None else indices.numel()
 

@@ -33,6 +33,8 @@ from asymbp.data import DatasetError
 from asymbp.data.layout import DatasetWarning
 from asymbp.train import run
 
+#: Fashion-MNIST from the tiny copy of `fmnist` (40 training and 20 test images).
+FMNIST = ["dataset=fashion_mnist", "dataset.expect.train=40", "dataset.expect.test=20"]
 TINY = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64", "alignment=false"]
 
 
@@ -63,7 +65,7 @@ def stop_at(stop_epoch: int):
 
 def test_force_with_a_wrong_dataset_root_keeps_the_finished_run(make_config, tmp_path):
     root = fmnist(tmp_path)
-    args = ["dataset=fashion_mnist", "dataset.cache=false", "epochs=1", "model=mlp"]
+    args = [*FMNIST, "dataset.cache=false", "epochs=1", "model=mlp"]
     cfg = make_config(*args, f"dataset.root={root}")
     run(cfg)
     run_dir = runs.run_directory(cfg)
@@ -348,7 +350,7 @@ def test_a_full_cache_disk_warns_and_the_run_goes_on(make_config, tmp_path, full
     cache.mkdir()
     full_disk_under.append(cache)
     cfg = make_config(
-        "dataset=fashion_mnist", f"dataset.root={root}", f"dataset.cache_dir={cache}",
+        *FMNIST, f"dataset.root={root}", f"dataset.cache_dir={cache}",
         "model=mlp", "epochs=1",
     )  # fmt: skip
     with pytest.warns(DatasetWarning, match="No space left on device.*continuing without it"):
@@ -374,7 +376,7 @@ def tiny_disk(tmp_path):
 def test_a_really_full_cache_disk_warns_and_the_run_goes_on(make_config, tmp_path, tiny_disk):
     root = fmnist(tmp_path)
     cfg = make_config(
-        "dataset=fashion_mnist", f"dataset.root={root}", f"dataset.cache_dir={tiny_disk}",
+        *FMNIST, f"dataset.root={root}", f"dataset.cache_dir={tiny_disk}",
         "model=mlp", "epochs=1",
     )  # fmt: skip
     with pytest.warns(DatasetWarning, match="continuing without it"):
@@ -494,7 +496,7 @@ def test_stale_temporary_files_of_dead_writers_are_removed(make_config):
 
 def test_a_stale_cache_temporary_file_is_removed_when_the_cache_is_written(make_config, tmp_path):
     root, cache = fmnist(tmp_path), tmp_path / "cache"
-    args = ["dataset=fashion_mnist", f"dataset.root={root}", f"dataset.cache_dir={cache}"]
+    args = [*FMNIST, f"dataset.root={root}", f"dataset.cache_dir={cache}"]
     run(make_config(*args, "model=mlp", "epochs=1"))
     (cached,) = cache.iterdir()
     stale = cache / f".{cached.name}.asymbp-{socket.gethostname()}-{_dead_pid()}-ab12_xyz.tmp"
@@ -529,7 +531,7 @@ def test_files_follow_the_umask(make_config, tmp_path):
     previous = os.umask(0o002)
     try:
         cfg = make_config(
-            "dataset=fashion_mnist", f"dataset.root={root}", f"dataset.cache_dir={cache}",
+            *FMNIST, f"dataset.root={root}", f"dataset.cache_dir={cache}",
             "model=mlp", "epochs=1",
         )  # fmt: skip
         run(cfg)
