@@ -546,14 +546,12 @@ def test_files_follow_the_umask(make_config, tmp_path):
 # 18. Ctrl-C ---------------------------------------------------------------------------------
 
 
-def test_ctrl_c_prints_one_line_exits_130_and_the_run_resumes(tmp_path):
-    out = tmp_path / "outputs"
-    args = [
-        sys.executable, "-m", "asymbp.train", *TINY, "epochs=400", "threads=1", "progress=false",
-        f"output_root={out}",
-    ]  # fmt: skip
+def ctrl_c_after_the_first_checkpoint(args: list[str], out: Path) -> str:
+    """Run `python -m asymbp.train ARGS`, press Ctrl-C once a checkpoint exists under `out`;
+    check exit code 130 and no traceback; return the last line of stderr."""
+    command = [sys.executable, "-m", "asymbp.train", *args, f"output_root={out}"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    proc = subprocess.Popen(args, cwd=REPO, text=True, **pipes)
+    proc = subprocess.Popen(command, cwd=REPO, text=True, **pipes)
     deadline = time.monotonic() + 120
     while not list(out.rglob(runs.CHECKPOINT)) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -561,7 +559,15 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_run_resumes(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("asymbp-train: interrupted;")
+    return stderr.strip().splitlines()[-1]
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_the_run_resumes(tmp_path):
+    out = tmp_path / "outputs"
+    last = ctrl_c_after_the_first_checkpoint(
+        [*TINY, "epochs=400", "threads=1", "progress=false"], out
+    )
+    assert last.startswith("asymbp-train: interrupted;")
     (run_dir,) = [p.parent for p in out.rglob(runs.CHECKPOINT)]
     done = len(pd.read_csv(run_dir / runs.HISTORY))
     assert not (run_dir / runs.DONE).exists() and done >= 1

@@ -17,7 +17,7 @@ from conftest import CONFIG_DIR, REPO, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
-from test_safety import lock_held_elsewhere
+from test_safety import ctrl_c_after_the_first_checkpoint, lock_held_elsewhere
 
 from asymbp import runs
 from asymbp.build import validate
@@ -297,19 +297,6 @@ def test_killing_a_joblib_sweep_ends_its_workers(tmp_path):
 
 
 def test_ctrl_c_ends_a_sweep_with_one_line_and_130(tmp_path):
-    out = tmp_path / "outputs"
-    args = [
-        sys.executable, "-m", "asymbp.train", "-m", "seed=0,1", *SMALL, "epochs=500",
-        "threads=1", "progress=false", f"output_root={out}",
-    ]  # fmt: skip
-    sweep = subprocess.Popen(
-        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not list(out.rglob(runs.CHECKPOINT)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    sweep.send_signal(signal.SIGINT)
-    _, stderr = sweep.communicate(timeout=60)
-    assert sweep.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("asymbp-train: sweep interrupted;")
+    args = ["-m", "seed=0,1", *SMALL, "epochs=500", "threads=1", "progress=false"]
+    last = ctrl_c_after_the_first_checkpoint(args, tmp_path / "outputs")
+    assert last.startswith("asymbp-train: sweep interrupted;")
