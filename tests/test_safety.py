@@ -131,6 +131,7 @@ def test_the_lock_of_a_killed_process_is_released(make_config):
     assert run(cfg)["epochs_completed"] == 1
 
 
+@pytest.mark.slow
 def test_cli_second_launch_says_why_and_exits_75(tmp_path):
     out = tmp_path / "outputs"
     args = [*TINY, "epochs=1", f"output_root={out}", "threads=1"]
@@ -428,6 +429,7 @@ def test_bad_config_is_refused_before_the_data_is_read(make_config, tmp_path, ov
     assert not (tmp_path / "outputs").exists() and not (tmp_path.parent / "x").exists()
 
 
+@pytest.mark.slow
 def test_unknown_key_on_the_cli_names_the_right_key(tmp_path):
     result = run_cli("+lr=1", f"output_root={tmp_path}")
     assert result.returncode == 2
@@ -443,6 +445,7 @@ def test_nested_exp_names_stay_inside_output_root(make_config):
     assert runs.run_directory(cfg).parent.parent.name == "study"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["output_is_a_file", "model_cannot_take_the_input"])
 def test_cli_bad_environment_is_one_line_and_writes_nothing(tmp_path, case):
     if case == "output_is_a_file":
@@ -562,6 +565,7 @@ def ctrl_c_after_the_first_checkpoint(args: list[str], out: Path) -> str:
     return stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_one_line_exits_130_and_the_run_resumes(tmp_path):
     out = tmp_path / "outputs"
     last = ctrl_c_after_the_first_checkpoint(

@@ -191,6 +191,7 @@ def _sweep_failure_checks(result, out, failed_line: str, finished: int):
     return failed.parent
 
 
+@pytest.mark.slow
 def test_a_bad_job_fails_alone_and_the_sweep_ends_non_zero(tmp_path):
     out = tmp_path / "outputs"
     result = run_cli(
@@ -232,6 +233,7 @@ def test_a_later_successful_start_removes_the_failed_record(make_config):
     assert not (run_dir / runs.FAILED).exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_job_whose_run_directory_is_busy_is_skipped_and_reported(tmp_path):
     out = tmp_path / "outputs"
     args = [*SMALL, "threads=1", "progress=false", f"output_root={out}", "exp_name=busy"]
@@ -296,6 +298,7 @@ def test_killing_a_joblib_sweep_ends_its_workers(tmp_path):
     assert histories == {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_sweep_with_one_line_and_130(tmp_path):
     args = ["-m", "seed=0,1", *SMALL, "epochs=500", "threads=1", "progress=false"]
     last = ctrl_c_after_the_first_checkpoint(args, tmp_path / "outputs")
