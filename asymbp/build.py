@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from asymbp.feedback import MAGNITUDES, NAMED_SCALES, RULES
-from asymbp.layers import convert
+from asymbp.layers import convert, update_feedback_after_steps
 from asymbp.models import build_model
 from asymbp.optim import SCOPES, SIGN_OF, BatchManhattan
 
@@ -128,13 +128,18 @@ def make_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) 
         for k, v in OmegaConf.to_container(cfg.feedback, resolve=True).items()
         if k not in RULE_KEYS
     }
-    return convert(
-        model,
-        cfg.feedback.name,
-        last_layer_bp=cfg.feedback.last_layer_bp,
-        seed=cfg.seed,
-        **rule_options,
-    )
+    try:
+        return convert(
+            model,
+            cfg.feedback.name,
+            last_layer_bp=cfg.feedback.last_layer_bp,
+            seed=cfg.seed,
+            **rule_options,
+        )
+    except ValueError as error:  # e.g. DFA on a residual model, or a rule option out of range
+        raise ConfigError(
+            f"feedback={cfg.feedback.name} with model={cfg.model.name}: {error}"
+        ) from None
 
 
 def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -156,6 +161,7 @@ def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optim
         raise ConfigError(f"optimizer.name={opt.name!r} is out of range: one of ('sgd', 'adam')")
     if norm.batch_manhattan:
         optimizer = BatchManhattan(optimizer, scope=norm.scope, sign_of=norm.sign_of, model=model)
+    update_feedback_after_steps(model, optimizer)  # weight mirror: V learns between steps
     return optimizer
 
 

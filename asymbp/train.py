@@ -33,7 +33,7 @@ from asymbp.build import (
 )
 from asymbp.data import DatasetError, channel_stats, load_dataset, stratified_split
 from asymbp.engine import Normalizer, evaluate, train_epoch
-from asymbp.metrics import error_alignment, weight_alignment
+from asymbp.metrics import backward_alignment, weight_alignment
 
 log = logging.getLogger("asymbp")
 #: The repository's conf/ (an absolute path: Hydra reads a relative one as a Python package).
@@ -106,11 +106,10 @@ def _set_rng_state(state: dict) -> None:
 
 def _alignment_columns(model, batch) -> dict[str, float]:
     columns = {}
-    for layer, values in weight_alignment(model).items():
-        for metric, value in values.items():
-            columns[f"{metric}/{layer}"] = value
-    for layer, angle in error_alignment(model, *batch).items():
-        columns[f"angle_error/{layer}"] = angle
+    for per_layer in (weight_alignment(model), backward_alignment(model, *batch)):
+        for layer, values in per_layer.items():
+            for metric, value in values.items():
+                columns[f"{metric}/{layer}"] = value
     return columns
 
 

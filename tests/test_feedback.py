@@ -24,8 +24,8 @@ def train_step(model, optimizer, x, y):
     optimizer.step()
 
 
-def test_registry_has_the_six_rules():
-    assert sorted(RULES) == ["bp", "brsf", "frsf", "rndf", "sc", "usf"]
+def test_registry_order_is_bp_paper_rules_then_later_rules():
+    assert list(RULES) == ["bp", "usf", "brsf", "frsf", "rndf", "sc", "kp", "wm", "dfa"]
 
 
 def test_bp_v_is_w():
