@@ -31,14 +31,12 @@ from asymbp.build import (
     select_device,
     validate,
 )
+from asymbp.config import CONFIG_DIR, GROUPS
 from asymbp.data import DatasetError, channel_stats, load_dataset, stratified_split
 from asymbp.engine import Normalizer, evaluate, train_epoch
 from asymbp.metrics import backward_alignment, weight_alignment
 
 log = logging.getLogger("asymbp")
-#: The repository's conf/ (an absolute path: Hydra reads a relative one as a Python package).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("dataset", "model", "feedback", "norm", "optimizer")
 
 
 class Splits:

@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 
-from asymbp.data import load_dataset, stratified_split
+from asymbp.data import DEBIAN_FASHION_MNIST, load_dataset, stratified_split
 from asymbp.train import CONFIG_DIR, run
 
 IDX_FILES = (
@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=0, help="biotorch's DataLoaders")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--root", type=Path, default=DEBIAN_FASHION_MNIST)
     args = parser.parse_args()
     if args.repeats < 1 or args.epochs < 1:
         parser.error("--repeats and --epochs must be >= 1")

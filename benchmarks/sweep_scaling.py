@@ -23,10 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from asymbp.data import DEBIAN_FASHION_MNIST
+
 SWEEP = ["-m", "feedback=bp,usf,brsf,frsf", "seed=0,1", "force=true", "progress=false"]
 JOBS = 8
 LAUNCHERS = {"basic": [], "joblib (n_jobs=2)": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
-FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_ROOT = DEBIAN_FASHION_MNIST
 
 
 def sweep_seconds(workload: list[str], launcher: list[str]) -> float:

@@ -1,8 +1,8 @@
 """Regenerate docs/examples/: the table and figures that the README shows for asymbp-aggregate.
 
-They come from the test suite's generated sweep (tests/test_aggregate.py: `write_sweep`):
-synthetic run directories with made-up metrics, chosen to exercise every case (several seeds,
-diverged, incomplete and broken runs, a missing condition). They are not experimental results.
+They come from asymbp.report.example's generated sweep (the test suite's fixture too): run
+directories with made-up metrics, chosen to exercise every case (several seeds, diverged,
+incomplete and broken runs, a missing condition). They are not experimental results.
 
     .venv/bin/python scripts/make_aggregate_example.py
 """
@@ -14,17 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from asymbp.report.cli import TABLE_MD
+from asymbp.report.cli import main as aggregate
+from asymbp.report.example import write_sweep
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
-FILES = ("table_paper.md", "fig_stabilization.png", "fig_curves.png")
+FILES = (TABLE_MD, "fig_stabilization.png", "fig_curves.png")
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_aggregate import write_sweep
-
-    from asymbp.aggregate import main as aggregate
-
     with tempfile.TemporaryDirectory() as tmp:
         sweep = write_sweep(Path(tmp))
         out = Path(tmp) / "aggregate"

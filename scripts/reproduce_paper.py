@@ -24,15 +24,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asymbp import aggregate
-from asymbp.data import DatasetError, load_dataset
-from asymbp.train import CONFIG_DIR
+from asymbp.config import CONFIG_DIR
+from asymbp.data import DEBIAN_FASHION_MNIST, PAPER_DATASETS, DatasetError, load_dataset
+from asymbp.report.cli import main as aggregate
 
-PAPER_DATASETS = (
-    "mnist", "cifar10", "cifar100", "svhn", "stl10", "caltech101", "caltech256", "icubworld",
-    "flowers17", "flowers102", "pubfig83", "sufrw", "lfw", "scene67", "timit",
-)  # fmt: skip
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 LAUNCHERS = {
     "basic": [],
     "joblib": ["hydra/launcher=joblib"],
@@ -148,7 +143,7 @@ def main(argv=None) -> int:
     if not runs_dir.is_dir():
         print(f"reproduce_paper: no runs in {runs_dir}: no dataset was found", file=sys.stderr)
         return 2
-    status = aggregate.main([str(runs_dir), "--out", str(Path(args.out) / "report")])
+    status = aggregate([str(runs_dir), "--out", str(Path(args.out) / "report")])
     for failure in failures:
         print(f"reproduce_paper: sweep failed: {failure}", file=sys.stderr)
     return 1 if failures else status

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from asymbp.train import CONFIG_DIR
+from asymbp.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

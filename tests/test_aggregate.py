@@ -1,8 +1,9 @@
 """The aggregator on generated run directories whose metrics are known, and on a real sweep.
 
-`write_sweep` builds the fixture sweep (also used by scripts/make_aggregate_example.py): every
-dataset x feedback rule x stabilization x seed, test accuracy from a formula except for the
-conditions in SPECIAL, whose expected table cells are computed by hand next to them.
+The fixture sweep is asymbp.report.example's (also behind scripts/make_aggregate_example.py):
+every dataset x feedback rule x stabilization x seed, configs composed from conf/train.yaml,
+test accuracy from a formula except for the conditions in SPECIAL, whose expected table cells
+are computed by hand below.
 """
 
 from __future__ import annotations
@@ -18,43 +19,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from asymbp import aggregate
-from asymbp.aggregate import collect, collect_runs, main, paper_table, summarize
+from asymbp.report.cli import main
+from asymbp.report.example import (
+    EPOCHS,
+    HALF_WRITTEN,
+    INCOMPLETE,
+    LAYERS,
+    run_config,
+    write_run,
+    write_sweep,
+)
+from asymbp.report.read import HISTORY_COLUMNS, LEAD_COLUMNS, collect, collect_runs, flatten
+from asymbp.report.summary import SUMMARY_STATS, summarize
+from asymbp.report.tables import paper_table
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = ("digits", "mnist")
-RULES = (
-    ("bp", None),
-    ("usf", None),
-    ("brsf", None),
-    ("frsf", None),
-    ("rndf", None),
-    ("sc", 0.25),
-    ("sc", 0.5),
-    ("sc", 0.75),
-)
-NORMS = ("none", "bn", "bm", "bn_bm")
-SEEDS = (0, 1, 2)
-EPOCHS = 5
-LAYERS = ("features.0", "features.3", "classifier.1")
-BASE_ACCURACY = {"digits": 0.96, "mnist": 0.985}
-RULE_PENALTY = {"bp": 0.0, "usf": 0.005, "brsf": 0.01, "frsf": 0.008, "rndf": 0.06}
-SC_PENALTY = 0.08  # times the fraction of discordant signs
-NORM_PENALTY = {"none": 0.03, "bn": 0.01, "bm": 0.015, "bn_bm": 0.0}
-
-DIVERGED, INCOMPLETE, BROKEN, ABSENT = "diverged", "incomplete", "broken", "absent"
-# (dataset, rule, concordance, norm) -> {seed: final test accuracy or what happens to the run}
-SPECIAL = {
-    ("digits", "bp", None, "none"): {0: 0.90, 1: 0.92, 2: 0.94},
-    ("mnist", "rndf", None, "none"): {0: DIVERGED, 1: 0.80, 2: 0.85},
-    ("digits", "rndf", None, "none"): {0: DIVERGED, 1: DIVERGED, 2: DIVERGED},
-    ("digits", "usf", None, "bn"): {0: 0.96, 1: 0.97, 2: INCOMPLETE},
-    ("mnist", "frsf", None, "bm"): {0: 0.95, 1: BROKEN, 2: 0.97},
-    ("mnist", "sc", 0.75, "bn_bm"): {0: 0.87, 1: ABSENT, 2: ABSENT},
-    **{("mnist", "sc", 0.25, norm): dict.fromkeys(SEEDS, ABSENT) for norm in NORMS},
-}
 # Hand-computed: errors (%) 10, 8, 6 -> mean 8, std sqrt((4 + 0 + 4) / 2) = 2; with the test
 # accuracy at the best validation epoch (final - 1 point): 11, 9, 7 -> 9 +/- 2.
 # 20, 15 -> 17.5, std sqrt(2 * 2.5**2) = 3.536; 4, 3 -> 3.5 +/- sqrt(0.5) = 0.707;
@@ -71,147 +51,6 @@ EXPECTED_CELLS = {
 }
 N_RUNS = 2 * 8 * 4 * 3 - 12 - 2 + 1  # the grid, minus absent runs, plus a broken config
 N_STATUS = {"done": N_RUNS - 7, "diverged": 4, "incomplete": 1, "broken": 2}
-
-
-def run_config(dataset: str, rule: str, concordance: float | None, norm: str, seed: int) -> dict:
-    feedback = {"name": rule, "magnitude": "uniform", "scale": 1.0, "last_layer_bp": False}
-    if concordance is not None:
-        feedback["concordance"] = concordance
-    return {
-        "seed": seed,
-        "epochs": EPOCHS,
-        "batch_size": 64,
-        "device": "cuda" if seed % 2 else "cpu",  # not part of the condition: must pool
-        "threads": 1 + seed,
-        "deterministic": True,
-        "data_root": "data",
-        "exp_name": "fixture",
-        "output_root": "outputs",
-        "force": False,
-        "val_fraction": 0.1,
-        "divergence_loss": 1000.0,
-        "dataset": {"name": dataset, "download": False},
-        "model": {"name": "paper_cnn", "channels": [32, 64, 64]},
-        "feedback": feedback,
-        "norm": {"name": norm, "batch_norm": "bn" in norm, "batch_manhattan": "bm" in norm},
-        "optimizer": {
-            "name": "sgd",
-            "lr": 0.01,
-            "momentum": 0.9,
-            "weight_decay": 0.0005,
-            "schedule": "cosine",
-        },
-    }
-
-
-def angles(rule: str, concordance: float | None, epoch: int) -> tuple[float, float, float]:
-    """Plausible (angle V-W, sign concordance, error angle at layer 0) for the fixture."""
-    if rule == "sc":
-        start = math.degrees(math.acos(2 * concordance - 1)) * 0.9
-        return start, concordance, start * 0.8
-    start, concordant = {
-        "bp": (0, 1.0),
-        "usf": (35, 1.0),
-        "brsf": (50, 1.0),
-        "frsf": (45, 1.0),
-        "rndf": (90 - 3 * epoch, 0.5),
-    }[rule]
-    return start, concordant, start * 0.7
-
-
-def history_rows(final: float, rule: str, concordance: float | None, epochs: int) -> list[dict]:
-    rows = []
-    for epoch in range(1, epochs + 1):
-        test = final - 0.01 * (EPOCHS - epoch) ** 2
-        angle, concordant, error_angle = angles(rule, concordance, epoch)
-        row = {
-            "epoch": epoch,
-            "train_loss": 2.0 / epoch,
-            "train_acc": test + 0.02,
-            "val_acc": test + 0.005 + 0.02 * (epoch == EPOCHS - 1),
-            "test_acc": test,
-            "lr": 0.01 * math.cos(math.pi * (epoch - 1) / (2 * EPOCHS)),
-            "seconds": 1.5,
-        }
-        for depth, layer in enumerate(LAYERS):
-            row[f"angle_VW/{layer}"] = angle
-            row[f"concordance/{layer}"] = concordant
-            row[f"angle_error/{layer}"] = min(90.0, error_angle * (1 + 0.3 * depth))
-        rows.append(row)
-    return rows
-
-
-def metrics(config: dict, final: float, diverged: bool, epochs: int) -> dict:
-    groups = {group: config[group]["name"] for group in aggregate.GROUPS}
-    return {
-        "test_acc": final,
-        "test_error": 1 - final,
-        "val_acc": final + 0.005,
-        "best_val_acc": final + 0.015,
-        "best_val_epoch": epochs - 1,
-        "test_acc_at_best_val": final - 0.01,
-        "epochs_completed": epochs,
-        "diverged": diverged,
-        "wall_seconds": 7.5,
-        "device": "cpu",
-        "torch_version": "2.4.0",
-        "seed": config["seed"],
-        **groups,
-    }
-
-
-def write_run(path: Path, config: dict, outcome: float | str) -> None:
-    """One run directory as asymbp.train writes it; `outcome` is the final test accuracy or
-    DIVERGED / INCOMPLETE / BROKEN (DONE written, metrics.json garbled)."""
-    (path / ".hydra").mkdir(parents=True)
-    for target in (path / "config.yaml", path / ".hydra" / "config.yaml"):
-        target.write_text(yaml.safe_dump(config, sort_keys=False))
-    rule, concordance = config["feedback"]["name"], config["feedback"].get("concordance")
-    final = 0.1 if outcome == DIVERGED else 0.9 if isinstance(outcome, str) else outcome
-    epochs = {DIVERGED: 2, INCOMPLETE: 3}.get(outcome, EPOCHS)
-    history = pd.DataFrame(history_rows(final, rule, concordance, epochs))
-    if outcome == DIVERGED:
-        history.loc[history.index[-1], "train_loss"] = math.nan
-    history.to_csv(path / "history.csv", index=False)
-    if outcome == INCOMPLETE:
-        return
-    record = metrics(config, final, outcome == DIVERGED, epochs)
-    text = "{not json" if outcome == BROKEN else json.dumps(record)
-    (path / "metrics.json").write_text(text)
-    (path / "DONE").write_text("")
-
-
-def formula_accuracy(dataset: str, rule: str, concordance: float | None, norm: str, seed: int):
-    rule_penalty = SC_PENALTY * (1 - concordance) if rule == "sc" else RULE_PENALTY[rule]
-    penalty = rule_penalty + NORM_PENALTY[norm]
-    return round(BASE_ACCURACY[dataset] - penalty + 0.01 * (seed - 1), 6)
-
-
-def write_sweep(root: Path) -> Path:
-    """The fixture sweep under root/fixture (Hydra-like nesting), plus a broken config."""
-    sweep = root / "fixture"
-    for dataset, (rule, concordance), norm, seed in _grid():
-        outcome = SPECIAL.get((dataset, rule, concordance, norm), {}).get(seed)
-        if outcome == ABSENT:
-            continue
-        if outcome is None:
-            outcome = formula_accuracy(dataset, rule, concordance, norm, seed)
-        name = rule if concordance is None else f"{rule}_p{concordance}"
-        path = sweep / dataset / name / norm / f"seed{seed}"
-        write_run(path, run_config(dataset, rule, concordance, norm, seed), outcome)
-    (sweep / "multirun.yaml").write_text("hydra: {}\n")
-    broken = sweep / "half_written"
-    broken.mkdir()
-    (broken / "config.yaml").write_text("seed: [0, 1\nepochs: 5\n")
-    return sweep
-
-
-def _grid():
-    for dataset in DATASETS:
-        for rule in RULES:
-            for norm in NORMS:
-                for seed in SEEDS:
-                    yield dataset, rule, norm, seed
 
 
 def run_main(*argv: str) -> tuple[int, str, str]:
@@ -256,7 +95,7 @@ def test_statuses(sweep, runs):
     assert len(runs) == N_RUNS
     assert runs["status"].value_counts().to_dict() == N_STATUS
     by_run = runs.set_index("run")
-    assert by_run.loc[f"{sweep.as_posix()}/half_written", "reason"].startswith("config.yaml")
+    assert by_run.loc[f"{sweep.as_posix()}/{HALF_WRITTEN}", "reason"].startswith("config.yaml")
     broken = by_run.loc[f"{sweep.as_posix()}/mnist/frsf/bm/seed1"]
     assert broken["status"] == "broken"
     assert broken["reason"].startswith("metrics.json unreadable (JSONDecodeError: Expecting")
@@ -266,7 +105,7 @@ def test_statuses(sweep, runs):
 
 
 def test_runs_columns(runs):
-    assert tuple(runs.columns[:9]) == aggregate.LEAD_COLUMNS
+    assert tuple(runs.columns[:9]) == LEAD_COLUMNS
     for column in (
         "test_acc",
         "test_acc_at_best_val",
@@ -279,13 +118,23 @@ def test_runs_columns(runs):
         assert column in runs.columns, column
     row = runs[runs["run"].str.endswith("mnist/sc_p0.5/bn_bm/seed1")].iloc[0]
     assert (row["feedback"], row["norm"], row["seed"], row["device"]) == ("sc", "bn_bm", 1, "cuda")
-    assert row["feedback.concordance"] == 0.5
-    assert json.loads(row["model.channels"]) == [32, 64, 64]
+    assert row["feedback.concordance"] == 0.5 and row["model.hidden"] == 128
+
+
+def test_flatten_writes_lists_and_empty_mappings_as_json():
+    nested = {"model": {"name": "mlp", "hidden": [256, 128]}, "extra": {}, "seed": 0}
+    assert flatten(nested) == {
+        "model.name": "mlp",
+        "model.hidden": "[256, 128]",
+        "extra": "{}",
+        "seed": 0,
+    }
+    assert json.loads(flatten(nested)["model.hidden"]) == [256, 128]
 
 
 def test_history_long_form(sweep):
     _, history = collect([sweep])
-    assert list(history.columns) == aggregate.HISTORY_COLUMNS
+    assert list(history.columns) == HISTORY_COLUMNS
     one = history[history["run"].str.endswith("digits/bp/none/seed0")]
     assert len(one) == EPOCHS * (6 + 3 * len(LAYERS))
     angle = one[(one["metric"] == "angle_VW") & (one["epoch"] == 1)]
@@ -337,7 +186,7 @@ def test_summary_csv_matches(aggregated):
         & (summary["norm"] == "none")
     ].iloc[0]
     assert (bp["test_error_mean"], bp["test_error_std"], bp["n"]) == pytest.approx((0.08, 0.02, 3))
-    assert list(summary.columns[-7:]) == list(aggregate.SUMMARY_STATS)
+    assert list(summary.columns[-len(SUMMARY_STATS) :]) == list(SUMMARY_STATS)
 
 
 def test_table_cells(runs):
@@ -404,7 +253,7 @@ def test_custom_grouping(runs):
 def test_varying_config_key_joins_rows(tmp_path):
     for lr in (0.1, 0.01):
         config = run_config("digits", "bp", None, "none", 0)
-        config["optimizer"]["lr"] = lr
+        config.optimizer.lr = lr
         write_run(tmp_path / f"lr{lr}", config, 0.9 if lr == 0.1 else 0.8)
     code, stdout, stderr = run_main(tmp_path, "--out", tmp_path / "agg", "--no-figures")
     assert code == 0 and "optimizer.lr" in stderr
@@ -447,7 +296,7 @@ def test_empty_input(tmp_path):
     assert code == 2 and "no run directories" in stderr and str(tmp_path) in stderr
     assert not (tmp_path / "agg").exists()
     result = subprocess.run(
-        [sys.executable, "-m", "asymbp.aggregate", str(tmp_path / "nope")],
+        [sys.executable, "-m", "asymbp.report", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -11,6 +11,7 @@ import torch
 
 from asymbp.data import (
     DATASETS,
+    DEBIAN_FASHION_MNIST,
     DatasetError,
     InMemoryDataset,
     channel_stats,
@@ -20,7 +21,7 @@ from asymbp.data import (
 )
 from asymbp.data.idx import IDX_FILES, IMAGES_MAGIC, read_idx, write_idx
 
-FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_ROOT = DEBIAN_FASHION_MNIST
 
 
 def write_mnist_layout(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True):
@@ -87,7 +88,7 @@ def test_missing_directory_names_the_path_and_how_to_get_the_files(tmp_path):
     assert str(missing) in message and "no such directory" in message
     assert "t10k-labels-idx1-ubyte" in message
     assert "https://github.com/zalandoresearch/fashion-mnist" in message
-    assert "dataset.root=/usr/share/datasets/fashion-mnist" in message
+    assert f"dataset.root={DEBIAN_FASHION_MNIST}" in message
 
 
 def test_missing_file_names_that_file(tmp_path):

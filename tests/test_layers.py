@@ -189,15 +189,38 @@ def test_conv_input_gradient_hand_computed_values():
     assert model[0].weight.grad.item() == pytest.approx(0.5 * 1 - 1.0 * 2 + 2.0 * 3)
 
 
-def test_padding_modes_other_than_zeros():
+@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_padding_modes_other_than_zeros(rule, mode):
+    """Padding by F.pad, then an unpadded convolution: the reference for the forward pass, for
+    the input gradient through V (which flows back through the padding) and for dW."""
     torch.manual_seed(6)
-    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect").double()
-    model = asymbp.convert(nn.Sequential(copy.deepcopy(conv)), "usf")
-    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
-    assert torch.equal(model(x), conv(x))
-    xr = x.clone().requires_grad_(True)
-    model(xr).sum().backward()
-    assert xr.grad.shape == x.shape
+    conv = nn.Conv2d(2, 3, 3, padding=(1, 2), padding_mode=mode).double()
+    model = asymbp.convert(nn.Sequential(copy.deepcopy(conv)), rule, **RULE_OPTIONS.get(rule, {}))
+    layer = model[0]
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    state = torch.random.get_rng_state()
+    out = model(x)
+    torch.random.set_rng_state(state)
+    v = layer.feedback_weight()
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+
+    x_ref = x.detach().clone().requires_grad_(True)
+    w_ref = layer.weight.detach().clone().requires_grad_(True)
+    padded = F.pad(x_ref, (2, 2, 1, 1), mode=mode)  # (left, right, top, bottom)
+    torch.testing.assert_close(out, F.conv2d(padded, w_ref, layer.bias), rtol=0, atol=0)
+    if v is None:  # DFA: e B has the padded input's shape and flows back through the padding
+        e = grad_out.flatten(1)
+        b = input_feedback(layer, e, padded.shape[1:])
+        (expected_dx,) = torch.autograd.grad(padded, x_ref, (e @ b).view_as(padded))
+    else:
+        (expected_dx,) = torch.autograd.grad(F.conv2d(padded, v), x_ref, grad_out)
+    (expected_dw,) = torch.autograd.grad(F.conv2d(padded.detach(), w_ref), w_ref, grad_out)
+    torch.testing.assert_close(x.grad, expected_dx, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
+    if rule not in ("bp", "dfa"):
+        assert not torch.allclose(v, layer.weight)  # the check would not see V = W
 
 
 def test_same_padding_with_even_kernel_matches_pytorch():

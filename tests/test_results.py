@@ -1,15 +1,14 @@
-"""scripts/write_results.py: verdicts on the paper's claims from a report with known numbers."""
+"""asymbp.report.claims (scripts/write_results.py): verdicts on the paper's claims from a report
+with known numbers."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import write_results  # noqa: E402
+from asymbp.report import claims as write_results
 
 COLUMNS = ["dataset", "feedback", "norm", "feedback.concordance", "feedback.magnitude",
            "feedback.scale", "test_error_mean", "test_error_std", "n", "n_diverged"]  # fmt: skip

@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-from asymbp import aggregate
 from asymbp.build import validate
+from asymbp.report.cli import main as aggregate
 
 SMALL = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64", "epochs=1"]
 
@@ -165,6 +165,6 @@ def test_interrupted_sweep_reruns_only_the_missing_jobs(tmp_path):
     assert len(done_runs(out)) == 8
 
     report = tmp_path / "report"
-    assert aggregate.main([str(out), "--out", str(report), "--no-figures"]) == 0
+    assert aggregate([str(out), "--out", str(report), "--no-figures"]) == 0
     runs = pd.read_csv(report / "runs.csv")
     assert len(runs) == 8 and runs["run"].is_unique and set(runs["status"]) == {"done"}

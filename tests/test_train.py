@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from asymbp import runs
 from asymbp.build import ConfigError, make_model, make_optimizer, make_scheduler, validate
+from asymbp.config import GROUPS
 from asymbp.data.idx import write_idx
 from asymbp.optim import BatchManhattan
 from asymbp.train import Splits, run
@@ -43,9 +44,7 @@ def tiny_idx_dir(root: Path) -> Path:
     return root
 
 
-GROUP_OPTIONS = [
-    (g, o) for g in ("dataset", "model", "feedback", "norm", "optimizer") for o in options(g)
-]
+GROUP_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
 
 
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
@@ -74,7 +73,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
 
 def test_defaults_are_the_issue_defaults():
     cfg = compose_config()
-    assert [cfg[g].name for g in ("dataset", "model", "feedback", "norm", "optimizer")] == [
+    assert [cfg[g].name for g in GROUPS] == [
         "digits", "paper_cnn", "usf", "bn_bm", "sgd",
     ]  # fmt: skip
 

@@ -5,6 +5,7 @@ every loader in `DATASETS`: the paper's 15 datasets, Fashion-MNIST, digits and s
 """
 
 # Imported for their registrations.
+from asymbp.config import PAPER_DATASETS
 from asymbp.data import (  # noqa: F401
     digits,
     flowers17,
@@ -16,11 +17,14 @@ from asymbp.data import (  # noqa: F401
     torchvision_images,
 )
 from asymbp.data.base import DatasetError, InMemoryDataset, channel_stats, stratified_split
+from asymbp.data.idx import DEBIAN_FASHION_MNIST
 from asymbp.data.layout import DatasetWarning
 from asymbp.data.registry import DATASETS, load_dataset, register_dataset
 
 __all__ = [
     "DATASETS",
+    "DEBIAN_FASHION_MNIST",
+    "PAPER_DATASETS",
     "DatasetError",
     "DatasetWarning",
     "InMemoryDataset",

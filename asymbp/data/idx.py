@@ -49,16 +49,17 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 
+#: Where Debian's dataset-fashion-mnist package puts the four files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HINT = (
     "get them from https://github.com/zalandoresearch/fashion-mnist or on Debian "
-    "'apt-get install dataset-fashion-mnist' and set dataset.root=/usr/share/datasets/fashion-mnist"
+    f"'apt-get install dataset-fashion-mnist' and set dataset.root={DEBIAN_FASHION_MNIST}"
     " (or set dataset.download=true)"
 )
 MNIST_HINT = (
     "get them from http://yann.lecun.com/exdb/mnist/ and set dataset.root=DIR "
     "(or set dataset.download=true)"
 )
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _open(path: Path):

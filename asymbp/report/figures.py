@@ -1,19 +1,17 @@
-"""Figures of an aggregate, each written as PNG and PDF.
+"""Figures of an aggregate, each written as PNG and PDF, all registered in FIGURES.
 
-fig_curves         test error against epoch; a line per feedback rule (shaded: std over seeds),
-                   a panel per dataset x stabilization
-fig_stabilization  grouped bars: feedback rule x none/BN/BM/BN+BM, a panel per dataset
-fig_concordance    test accuracy against the percentage of concordant signs (sc runs only)
-fig_alignment      angle(V, W) and angle(asymmetric error, true error) per layer over epochs
-
-Only `done` runs are drawn. Figures use matplotlib's object API (no pyplot, no display needed).
+Adding a figure: write a function of a `Drawing` that returns a matplotlib Figure (or None when
+the runs hold no data for it) and decorate it with `@register_figure(name, description)`. The
+description is the figure's line in README's list (a test keeps the two equal: `figure_table`).
+Only `done` runs are drawn (fig_stabilization also marks conditions whose runs all diverged).
+Figures use matplotlib's object API (no pyplot, no display needed).
 """
 
 from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -25,24 +23,64 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from asymbp.aggregate import (
+from asymbp.report.labels import (
     CONCORDANCE,
     METRIC_TEXT,
-    NON_IDENTITY_KEYS,
-    condition_columns,
     rule_label,
-    run_errors,
     sort_rows,
     value_label,
     varying_keys,
     with_rule,
 )
+from asymbp.report.summary import condition_columns, run_errors
+from asymbp.runs import NON_IDENTITY_KEYS
 
 ANGLES = {
     "angle_VW": "angle(V, W) (degrees)",
     "angle_error": "angle(asymmetric error,\ntrue error) (degrees)",
 }
 MAX_LAYERS = 6
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """What every figure draws from: the finished runs (done or diverged) with their labels and
+    `error` (%), the done ones, every history in long form, the shared layout and the metric."""
+
+    finished: pd.DataFrame
+    done: pd.DataFrame
+    history: pd.DataFrame
+    layout: Layout
+    metric: str
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    name: str
+    description: str
+    draw: Callable[[Drawing], Figure | None]
+
+
+#: Every figure, in the order they are drawn and listed: name -> entry.
+FIGURES: dict[str, FigureEntry] = {}
+
+
+def register_figure(name: str, description: str):
+    """Decorator: add a figure function to FIGURES under `name` (its file name, no suffix)."""
+
+    def register(draw: Callable[[Drawing], Figure | None]):
+        if name in FIGURES:
+            raise ValueError(f"figure {name!r} is registered twice")
+        FIGURES[name] = FigureEntry(name, description, draw)
+        return draw
+
+    return register
+
+
+def figure_table() -> str:
+    """README's list of figures, as a Markdown table, from the registry."""
+    rows = [f"| `{entry.name}` | {entry.description} |" for entry in FIGURES.values()]
+    return "\n".join(["| file | content |", "|---|---|", *rows]) + "\n"
 
 
 @dataclass
@@ -121,7 +159,13 @@ def _title(fig: Figure, text: str) -> None:
     fig.suptitle("\n".join(textwrap.wrap(text, 70)), fontsize="medium")
 
 
-def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> Figure | None:
+@register_figure(
+    "fig_curves",
+    "test error against epoch, a line per feedback rule (shaded: std over seeds), a panel per "
+    "dataset x stabilization",
+)
+def curves_figure(d: Drawing) -> Figure | None:
+    done, history, layout = d.done, d.history, d.layout
     accuracy = history[history["metric"] == "test_acc"]
     data = accuracy.merge(done[["run", "dataset", "stabilization", "series"]], on="run")
     if data.empty:
@@ -147,8 +191,14 @@ def curves_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> 
     return fig
 
 
-def stabilization_figure(finished: pd.DataFrame, layout: Layout, metric: str) -> Figure:
+@register_figure(
+    "fig_stabilization",
+    "grouped bars: rule x none/BN/BM/BN+BM, a panel per dataset, error bars: std over seeds; "
+    "`div.` marks a condition whose runs all diverged",
+)
+def stabilization_figure(d: Drawing) -> Figure:
     """Bars over the done runs; a condition whose runs all diverged is marked 'div.'."""
+    finished, layout, metric = d.finished, d.layout, d.metric
     # Partial concordance (sc) runs only under one stabilization: fig_concordance shows them.
     if (finished["feedback"] != "sc").any():
         finished = finished[finished["feedback"] != "sc"]
@@ -188,7 +238,14 @@ def stabilization_figure(finished: pd.DataFrame, layout: Layout, metric: str) ->
     return fig
 
 
-def concordance_figure(done: pd.DataFrame, layout: Layout, metric: str) -> Figure | None:
+@register_figure(
+    "fig_concordance",
+    "test accuracy against the percentage of concordant feedback signs "
+    "(`100 * feedback.concordance`), a line per stabilization, std error bars, random "
+    "feedback (`rndf`) as a dashed reference (only when `sc` runs are present)",
+)
+def concordance_figure(d: Drawing) -> Figure | None:
+    done, layout, metric = d.done, d.layout, d.metric
     if CONCORDANCE not in done.columns:
         return None
     sc = done[(done["feedback"] == "sc") & done[CONCORDANCE].notna()]
@@ -238,9 +295,15 @@ def _reference_line(ax, done: pd.DataFrame, dataset: str, norms: set) -> None:
     ax.axhspan(mean - std, mean + std, color=REFERENCE_COLOR, alpha=0.15, linewidth=0)
 
 
-def alignment_figure(done: pd.DataFrame, history: pd.DataFrame, layout: Layout) -> Figure | None:
+@register_figure(
+    "fig_alignment",
+    "angle(V, W) and angle(asymmetric error, true error) over epochs, a panel per layer, a line "
+    "per rule, on one dataset",
+)
+def alignment_figure(d: Drawing) -> Figure | None:
     """Angles on one dataset (the first in the paper's order that has them), a panel per layer
     (at most MAX_LAYERS, evenly spread over depth), a line per rule (mean over its runs)."""
+    done, history, layout = d.done, d.history, d.layout
     angles = history[history["metric"].isin(list(ANGLES))].dropna(subset=["value"])
     angles = angles.merge(done[["run", "dataset", "series"]], on="run")
     if angles.empty:
@@ -293,15 +356,10 @@ def write_figures(
     if done.empty:
         print("no finished runs: no figures", file=sys.stderr)
         return []
-    layout = Layout.of(done, extra)
-    figures = {
-        "fig_curves": curves_figure(done, history, layout),
-        "fig_stabilization": stabilization_figure(finished, layout, metric),
-        "fig_concordance": concordance_figure(done, layout, metric),
-        "fig_alignment": alignment_figure(done, history, layout),
-    }
+    drawing = Drawing(finished, done, history, Layout.of(done, extra), metric)
     written = []
-    for name, fig in figures.items():
+    for name, entry in FIGURES.items():
+        fig = entry.draw(drawing)
         if fig is None:
             print(f"{name}: no data for it, skipped", file=sys.stderr)
         else:
