@@ -171,6 +171,8 @@ def test_conv_input_gradient_is_transposed_conv_with_v(rule, conv_kwargs):
     (expected_dw,) = torch.autograd.grad(F.conv2d(x.detach(), w_ref, **kwargs), w_ref, grad_out)
     torch.testing.assert_close(x.grad, expected_dx, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(layer.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
+    for p in layer.feedback_parameters():  # Kolen-Pollack's V receives W's gradient
+        torch.testing.assert_close(p.grad, layer.weight.grad, rtol=0, atol=0)
     if layer.bias is not None:
         torch.testing.assert_close(layer.bias.grad, grad_out.sum((0, 2, 3)), rtol=1e-12, atol=1e-12)
     if padding == 0 and conv_kwargs["stride"] == 1 and conv_kwargs["groups"] == 1:
