@@ -395,3 +395,29 @@ def test_new_rules_train_under_every_stabilization(rule, norm, last_layer_bp):
         assert not torch.equal(first.feedback_weight(), v0)
     output_layer = model.classifier[-1]
     assert output_layer.feedback_rule.name == ("bp" if last_layer_bp else rule)
+
+
+@pytest.mark.parametrize("name, size", [("mlp", 8), ("paper_cnn", 28), ("lenet5", 28)])
+def test_dfa_trains_every_sequential_model(name, size):
+    """Every hidden layer of asymbp's sequential models gets a DFA gradient (e B through the exact
+    local derivatives), different from backprop's, and a few steps fit a batch."""
+    torch.manual_seed(0)
+    model = asymbp.convert(
+        build_model(name, in_channels=1, image_size=size, num_classes=4, batch_norm=True), "dfa"
+    )
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 1, size, size, generator=gen)
+    y = torch.randint(0, 4, (16,), generator=gen)
+    alignment = asymbp.backward_alignment(model, x, y)
+    hidden = list(alignment)[:-1]
+    assert all(alignment[layer]["grad_cosine"] < 0.999 for layer in hidden)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        losses.append(loss.item())
+        optimizer.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert losses[-1] < losses[0]
