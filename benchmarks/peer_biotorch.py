@@ -54,6 +54,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from asymbp.data import DEBIAN_FASHION_MNIST, load_dataset, stratified_split
 from asymbp.train import CONFIG_DIR, run
@@ -177,9 +178,15 @@ def asymbp_config(args, output_root: str):
         return compose("train", overrides=overrides)
 
 
+def load_configured(cfg):
+    """The dataset of cfg, loaded with its config's keys (their one source: the YAML)."""
+    options = OmegaConf.to_container(cfg.dataset, resolve=True)
+    return load_dataset(options.pop("name"), **options)
+
+
 def asymbp_repeat(cfg, args, out_dir: Path) -> Result:
     start = time.perf_counter()
-    load_dataset("fashion_mnist", root=args.root)
+    load_configured(cfg)
     data_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -279,7 +286,7 @@ def main() -> None:
         tmp = Path(tmp)
         bio_root = torchvision_layout(args.root, tmp / "torchvision")
         cfg = asymbp_config(args, str(tmp / "outputs"))
-        data = load_dataset("fashion_mnist", root=args.root)
+        data = load_configured(cfg)
         indices = subset_indices(data.train_labels, args.train_subset, cfg.val_seed)
         n_train = data.train_labels.numel() if indices is None else indices.numel()
 

@@ -17,12 +17,16 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from asymbp.data.idx import write_idx
+from asymbp.data.formats.idx import write_idx
 
 
 @dataclass
 class Tiny:
-    """What a tiny copy must load as: split sizes, sample shape, classes, and the overrides."""
+    """What a tiny copy must load as: split sizes, sample shape, classes, and the overrides.
+
+    The overrides end with the copy's `dataset.expect` values (the guard's counts: classes found
+    and, unless given otherwise in `expect`, the split sizes), as a real copy's come from its
+    config."""
 
     train: int
     test: int
@@ -32,6 +36,13 @@ class Tiny:
     model: str = "paper_cnn"
     train_overrides: list[str] = field(default_factory=list)  # for the one-epoch run only
     arrays: dict = field(default_factory=dict)  # what was written, for pixel-exact checks
+    expect: dict = field(default_factory=dict)  # guard counts other than the defaults below
+
+    def __post_init__(self) -> None:
+        counts = {"classes": self.num_classes, "train": self.train, "test": self.test}
+        self.expect = counts | self.expect
+        expect = [f"dataset.expect.{key}={value}" for key, value in self.expect.items()]
+        self.overrides = self.overrides + expect
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -86,7 +97,9 @@ def _cifar(data_root: Path, name: str, folder: str, batches: dict[str, int], fin
     meta_name, key = ("meta", "fine_label_names") if fine else ("batches.meta", "label_names")
     write_pickle(data_root / name / folder / meta_name, {key: [f"c{i}" for i in range(classes)]})
     n_test = batches["test_batch" if not fine else "test"]
-    return Tiny(sum(batches.values()) - n_test, n_test, (3, 32, 32), classes, arrays=arrays)
+    found = len({label for _, labels in arrays.values() for label in labels})
+    return Tiny(sum(batches.values()) - n_test, n_test, (3, 32, 32), classes, arrays=arrays,
+                expect={"classes": found})  # fmt: skip
 
 
 def cifar10(data_root: Path) -> Tiny:
@@ -137,7 +150,7 @@ def caltech101(data_root: Path) -> Tiny:
                                        ("airplanes", 5), ("anchor", 5))):  # fmt: skip
         for i in range(1, n + 1):
             write_image(base / category / f"image_{i:04d}.jpg", seed=10 * c + i)
-    return Tiny(9, 6, (3, 64, 64), 3, ["dataset.train_per_class=3", "dataset.num_classes=3"])
+    return Tiny(9, 6, (3, 64, 64), 3, ["dataset.train_per_class=3"])
 
 
 def caltech256(data_root: Path) -> Tiny:
@@ -179,23 +192,36 @@ def flowers102(data_root: Path) -> Tiny:
         {"trnid": np.array([[1, 2, 6, 7, 11, 12]]), "valid": np.array([[3, 8, 13]]),
          "tstid": np.array([[4, 5, 9, 10, 14, 15]])},
     )  # fmt: skip
-    return Tiny(9, 6, (3, 64, 64), 3, ["dataset.num_classes=3"])
+    return Tiny(9, 6, (3, 64, 64), 3)
+
+
+LFW_PEOPLE = {"Alice_Able": 6, "Bob_Baker": 5, "Carl_Cole": 4, "Dora_Dunn": 1}
+
+
+def _lfw_people(folder: Path) -> None:
+    for p, (name, n) in enumerate(LFW_PEOPLE.items()):
+        for i in range(1, n + 1):
+            write_image(folder / name / f"{name}_{i:04d}.jpg", 7 * p + i, (25, 25))
 
 
 def lfw(data_root: Path) -> Tiny:
-    """lfw-py/lfw_funneled/<Name>/<Name>_0001.jpg, people.txt (10 folds), lfw-names.txt."""
+    """UMass's files as torchvision lays them out: lfw-py/lfw_funneled/<Name>/<Name>_0001.jpg
+    and lfw-py/lfw-names.txt ("Name<TAB>count")."""
     base = data_root / "lfw" / "lfw-py"
-    people = {"Alice_Able": 6, "Bob_Baker": 5, "Carl_Cole": 4, "Dora_Dunn": 1}
-    for p, (name, n) in enumerate(people.items()):
-        for i in range(1, n + 1):
-            write_image(base / "lfw_funneled" / name / f"{name}_{i:04d}.jpg", 7 * p + i, (25, 25))
-    folds = [list(people.items())[:2], list(people.items())[2:]] + [[]] * 8
-    lines = ["10"] + [line for fold in folds for line in [str(len(fold))]
-                      + [f"{name}\t{n}" for name, n in fold]]  # fmt: skip
-    (base / "people.txt").write_text("\n".join(lines) + "\n")
-    (base / "lfw-names.txt").write_text("".join(f"{k}\t{v}\n" for k, v in people.items()))
+    _lfw_people(base / "lfw_funneled")
+    (base / "lfw-names.txt").write_text("".join(f"{k}\t{v}\n" for k, v in LFW_PEOPLE.items()))
     # Stratified 25% of 6, 5 and 4 images: 1.5, 1.25, 1.0 -> 2, 1, 1 (largest remainder).
-    return Tiny(11, 4, (3, 64, 64), 3, ["dataset.min_images=4", "dataset.num_classes=3"])
+    return Tiny(11, 4, (3, 64, 64), 3, ["dataset.min_images=4"])
+
+
+def lfw_kaggle(data_root: Path) -> Tiny:
+    """The Kaggle mirror (jessicali9530/lfw-dataset): lfw-deepfunneled/lfw-deepfunneled/<Name>/
+    and lfw_allnames.csv (columns name, images), no lfw-names.txt."""
+    base = data_root / "lfw"
+    _lfw_people(base / "lfw-deepfunneled" / "lfw-deepfunneled")
+    rows = "".join(f"{k},{v}\n" for k, v in LFW_PEOPLE.items())
+    (base / "lfw_allnames.csv").write_text("name,images\n" + rows)
+    return Tiny(11, 4, (3, 64, 64), 3, ["dataset.min_images=4", "dataset.image_set=deepfunneled"])
 
 
 def _person_folders(root: Path, counts: list[int]) -> None:
@@ -205,28 +231,45 @@ def _person_folders(root: Path, counts: list[int]) -> None:
 
 
 def pubfig83(data_root: Path) -> Tiny:
+    """pubfig83/<person>/*.jpg, as pubfig83.v1.tgz unpacks in data_root."""
     _person_folders(data_root / "pubfig83", [5, 5, 5])
-    overrides = ["dataset.train_per_class=3", "dataset.num_classes=3"]
-    return Tiny(9, 6, (3, 64, 64), 3, overrides)
+    return Tiny(9, 6, (3, 64, 64), 3, ["dataset.train_per_class=3"])
+
+
+#: SUFR-W's people in the tiny copy: (id, name, images); ids as in the package (1..400).
+SUFRW_PEOPLE = [(17, "Ada Lovelace", 5), (3, "Alan Turing", 5), (250, "Grace Hopper", 5),
+                (399, "Kurt Godel", 1)]  # fmt: skip
 
 
 def sufrw(data_root: Path) -> Tiny:
-    """Four people, one with a single image: min_images=2 (the default) leaves it out."""
-    _person_folders(data_root / "sufrw", [5, 5, 5, 1])
-    return Tiny(12, 3, (3, 64, 64), 3)
+    """SUFR_ver1.3's SUFR-W as shipped (its README): SUFR_in_the_wild/<n>.jpg and
+    SUFR_in_the_wild_info.txt, line n '<id> # <name>' for image n; people's images interleaved.
+    One person has a single image: trained on only (20% of 1 rounds to 0 test images)."""
+    folder = data_root / "sufrw" / "SUFR_in_the_wild"
+    order = [(pid, name) for pid, name, n in SUFRW_PEOPLE for _ in range(n)]
+    order = order[::2] + order[1::2]
+    for n, (pid, _) in enumerate(order, 1):
+        write_image(folder / f"{n}.jpg", seed=31 * pid + n, size=(20, 20))
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"{pid} # {name}\n" for pid, name in order)
+    (folder / "SUFR_in_the_wild_info.txt").write_text(lines)
+    return Tiny(13, 3, (3, 64, 64), 4)
+
+
+ICUB_CATEGORIES = ("cup", "plate", "sponge")
 
 
 def icubworld(data_root: Path) -> Tiny:
-    """train/<category>/<object>/*.ppm and test/<category>/<object>/*.ppm."""
+    """iCubWorld28's tree: {train,test}/day<d>/<category>/<category><k>/*.ppm, 4 days, here 3
+    categories of 2 objects, one image each per day and split."""
     root = data_root / "icubworld"
-    for c, category in enumerate(("cup", "plate", "sponge")):
-        for o in (1, 2):
-            for i in range(2):
-                path = root / "train" / category / f"{category}{o}" / f"{i:08d}.ppm"
-                write_image(path, seed=100 * c + 10 * o + i)
-        for i in range(2):
-            write_image(root / "test" / category / f"{category}1" / f"t{i}.ppm", seed=7 * c + i)
-    return Tiny(12, 6, (3, 64, 64), 3)
+    for s, split in enumerate(("train", "test")):
+        for day in (1, 2, 3, 4):
+            for c, category in enumerate(ICUB_CATEGORIES):
+                for o in (1, 2):
+                    path = root / split / f"day{day}" / category / f"{category}{o}" / "00000001.ppm"
+                    write_image(path, seed=1000 * s + 100 * day + 10 * c + o)
+    return Tiny(24, 24, (3, 64, 64), 3)
 
 
 def scene67(data_root: Path) -> Tiny:
@@ -240,7 +283,7 @@ def scene67(data_root: Path) -> Tiny:
             (train if i < 3 else test).append(line)
     (root / "TrainImages.txt").write_text("\n".join(train) + "\n")
     (root / "TestImages.txt").write_text("\n".join(test) + "\n")
-    return Tiny(9, 6, (3, 64, 64), 3, ["dataset.num_classes=3"])
+    return Tiny(9, 6, (3, 64, 64), 3)
 
 
 # ----------------------------------------------------------------------------- TIMIT
@@ -289,7 +332,9 @@ def timit(data_root: Path) -> Tiny:
     _utterance(root / "TEST" / "DR1" / "MDAB0" / "SX139", seed=11)
     _utterance(root / "TEST" / "DR2" / "FAEM0" / "SI1392", seed=12)
     per = timit_frames_per_utterance()
-    return Tiny(4 * per, 2 * per, (11 * 40,), 39, model="mlp")
+    # The guard counts utterances, and the phone classes found (sil, sh, iy).
+    return Tiny(4 * per, 2 * per, (11 * 40,), 39, model="mlp",
+                expect={"classes": 3, "train": 4, "test": 2})  # fmt: skip
 
 
 COPIES: dict[str, Callable[[Path], Tiny]] = {

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
 
 from asymbp.data import (
     DATASETS,
@@ -19,9 +21,23 @@ from asymbp.data import (
     register_dataset,
     stratified_split,
 )
-from asymbp.data.idx import IDX_FILES, IMAGES_MAGIC, read_idx, write_idx
+from asymbp.data.formats.idx import IDX_FILES, IMAGES_MAGIC, read_idx, write_idx
 
 FASHION_MNIST_ROOT = DEBIAN_FASHION_MNIST
+
+
+def load(name: str, **options):
+    """load_dataset(name) with its config's keys (conf/dataset/<name>.yaml), `options` set as
+    dataset.KEY=VALUE on the command line would set them."""
+    overrides = [f"dataset.{key}={'null' if v is None else v}" for key, v in options.items()]
+    cfg = compose_config(f"dataset={name}", *overrides)
+    keys = OmegaConf.to_container(cfg.dataset, resolve=True)
+    assert keys.pop("name") == name
+    return load_dataset(name, **keys)
+
+
+#: The guard's counts are those of the real files: tiny copies leave them unchecked.
+TINY = {"expect.classes": None, "expect.train": None, "expect.test": None}
 
 
 def write_mnist_layout(root: Path, n_train: int = 7, n_test: int = 3, gz: bool = True):
@@ -59,7 +75,7 @@ def test_read_idx_round_trips_every_type(tmp_path, dtype, name):
 @pytest.mark.parametrize("gz", [True, False])
 def test_fashion_mnist_reads_any_sample_count(tmp_path, gz):
     arrays = write_mnist_layout(tmp_path, n_train=7, n_test=3, gz=gz)
-    data = load_dataset("fashion_mnist", root=tmp_path)
+    data = load("fashion_mnist", root=tmp_path, **TINY)
     assert data.name == "fashion_mnist" and data.num_classes == 10
     assert data.train_images.shape == (7, 1, 28, 28) and data.test_images.shape == (3, 1, 28, 28)
     assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
@@ -72,7 +88,7 @@ def test_fashion_mnist_reads_any_sample_count(tmp_path, gz):
 
 def test_mnist_uses_the_same_reader_and_torchvision_layout(tmp_path):
     arrays = write_mnist_layout(tmp_path / "MNIST" / "raw", n_train=5, n_test=2)
-    data = load_dataset("mnist", root=tmp_path)
+    data = load("mnist", root=tmp_path, **TINY)
     assert data.name == "mnist"
     assert data.train_labels.tolist() == arrays[IDX_FILES[1]].tolist()
     assert data.test_images.shape == (2, 1, 28, 28)
@@ -81,7 +97,7 @@ def test_mnist_uses_the_same_reader_and_torchvision_layout(tmp_path):
 def test_missing_directory_names_the_path_and_how_to_get_the_files(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(DatasetError) as info:
-        load_dataset("fashion_mnist", root=missing)
+        load("fashion_mnist", root=missing, **TINY)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("fashion_mnist: no train-images-idx3-ubyte(.gz) in ")
@@ -95,12 +111,12 @@ def test_missing_file_names_that_file(tmp_path):
     write_mnist_layout(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DatasetError, match=r"no t10k-labels-idx1-ubyte\(\.gz\) in "):
-        load_dataset("fashion_mnist", root=tmp_path)
+        load("fashion_mnist", root=tmp_path, **TINY)
 
 
 def test_mnist_without_root_says_how_to_set_it():
     with pytest.raises(DatasetError, match=r"^mnist: no dataset\.root given; .*yann\.lecun\.com"):
-        load_dataset("mnist")
+        load("mnist", root=None)
 
 
 def test_bad_magic_number_names_the_file(tmp_path):
@@ -108,7 +124,7 @@ def test_bad_magic_number_names_the_file(tmp_path):
     # Labels where images belong: a valid IDX file, but magic 0x801 instead of 0x803.
     write_idx(tmp_path / "train-images-idx3-ubyte", arrays["train-labels-idx1-ubyte"])
     with pytest.raises(DatasetError) as info:
-        load_dataset("fashion_mnist", root=tmp_path)
+        load("fashion_mnist", root=tmp_path, **TINY)
     message = str(info.value)
     assert message.startswith(f"fashion_mnist: {tmp_path / 'train-images-idx3-ubyte'}: ")
     assert "bad magic number 0x00000801, expected 0x00000803" in message
@@ -126,7 +142,7 @@ def test_truncated_file_names_the_file(tmp_path):
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(DatasetError) as info:
-        load_dataset("fashion_mnist", root=tmp_path)
+        load("fashion_mnist", root=tmp_path, **TINY)
     message = str(info.value)
     assert str(path) in message and "truncated" in message
     assert f"holds {3 * 28 * 28 - 100} data bytes" in message and "2352 bytes" in message
@@ -157,17 +173,17 @@ def test_mismatched_counts_and_out_of_range_labels(tmp_path):
     write_mnist_layout(tmp_path, n_train=7)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(6, dtype=np.uint8))
     with pytest.raises(DatasetError, match="holds 7 images but .* holds 6 labels"):
-        load_dataset("fashion_mnist", root=tmp_path)
+        load("fashion_mnist", root=tmp_path, **TINY)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.full(7, 10, dtype=np.uint8))
     with pytest.raises(DatasetError, match="holds label 10, expected labels 0..9"):
-        load_dataset("fashion_mnist", root=tmp_path)
+        load("fashion_mnist", root=tmp_path, **TINY)
 
 
 def test_gzipped_and_plain_files_give_the_same_data(tmp_path):
     write_mnist_layout(tmp_path / "gz", gz=True)
     write_mnist_layout(tmp_path / "plain", gz=False)
-    a = load_dataset("fashion_mnist", root=tmp_path / "gz")
-    b = load_dataset("fashion_mnist", root=tmp_path / "plain")
+    a = load("fashion_mnist", root=tmp_path / "gz", **TINY)
+    b = load("fashion_mnist", root=tmp_path / "plain", **TINY)
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
     with gzip.open(tmp_path / "gz" / "t10k-labels-idx1-ubyte.gz", "rb") as file:
         assert file.read() == (tmp_path / "plain" / "t10k-labels-idx1-ubyte").read_bytes()
@@ -179,7 +195,7 @@ def test_real_fashion_mnist():
             f"Fashion-MNIST is not in {FASHION_MNIST_ROOT}: install it with "
             "'apt-get install dataset-fashion-mnist' (Debian)"
         )
-    data = load_dataset("fashion_mnist", root=FASHION_MNIST_ROOT)
+    data = load("fashion_mnist", root=FASHION_MNIST_ROOT)
     assert data.train_images.shape == (60000, 1, 28, 28)
     assert data.test_images.shape == (10000, 1, 28, 28)
     assert data.num_classes == 10
@@ -195,7 +211,7 @@ def test_real_fashion_mnist():
 
 
 def test_digits_shapes_split_and_stratification():
-    data = load_dataset("digits")
+    data = load("digits")
     assert data.num_classes == 10 and data.input_shape == (1, 8, 8)
     assert len(data.train_labels) + len(data.test_labels) == 1797
     assert len(data.test_labels) == 359  # round(0.2 * 1797)
@@ -208,18 +224,18 @@ def test_digits_shapes_split_and_stratification():
 
 
 def test_digits_are_deterministic_and_seeded():
-    a, b = load_dataset("digits"), load_dataset("digits", split_seed=0)
+    a, b = load("digits"), load("digits", split_seed=0)
     assert torch.equal(a.test_images, b.test_images) and torch.equal(a.test_labels, b.test_labels)
-    c = load_dataset("digits", test_fraction=0.5, split_seed=1)
+    c = load("digits", test_fraction=0.5, split_seed=1)
     assert len(c.test_labels) == 898  # round(0.5 * 1797) = 898 (banker's rounding of 898.5)
-    assert not torch.equal(load_dataset("digits", split_seed=1).test_labels, a.test_labels)
+    assert not torch.equal(load("digits", split_seed=1).test_labels, a.test_labels)
 
 
 def test_digits_pixels_are_scaled_sklearn_values():
     from sklearn.datasets import load_digits
 
     raw = load_digits().images  # values 0..16
-    data = load_dataset("digits")
+    data = load("digits")
     pixels = torch.cat([data.train_images, data.test_images]).double() * 16 / 255
     ours = sorted(map(tuple, pixels.round().reshape(-1, 64).tolist()))
     theirs = sorted(map(tuple, raw.reshape(-1, 64).tolist()))
@@ -230,21 +246,21 @@ def test_digits_pixels_are_scaled_sklearn_values():
 
 
 def test_synthetic_is_deterministic_and_shaped():
-    a = load_dataset("synthetic", channels=3, size=5, train_size=40, test_size=20, seed=3)
-    b = load_dataset("synthetic", channels=3, size=5, train_size=40, test_size=20, seed=3)
-    c = load_dataset("synthetic", channels=3, size=5, train_size=40, test_size=20, seed=4)
+    a = load("synthetic", channels=3, size=5, train_size=40, test_size=20, seed=3)
+    b = load("synthetic", channels=3, size=5, train_size=40, test_size=20, seed=3)
+    c = load("synthetic", channels=3, size=5, train_size=40, test_size=20, seed=4)
     assert a.input_shape == (3, 5, 5) and a.train_images.dtype == torch.uint8
     assert len(a.train_labels) == 40 and len(a.test_labels) == 20
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
     assert not torch.equal(a.train_images, c.train_images)
     assert torch.bincount(a.train_labels).tolist() == [4] * 10
     # The test set does not depend on the training set's size.
-    d = load_dataset("synthetic", channels=3, size=5, train_size=90, test_size=20, seed=3)
+    d = load("synthetic", channels=3, size=5, train_size=90, test_size=20, seed=3)
     assert torch.equal(a.test_images, d.test_images)
 
 
 def test_synthetic_is_learnable_by_nearest_class_mean():
-    data = load_dataset("synthetic")
+    data = load("synthetic")
     train = data.train_images.reshape(len(data.train_labels), -1).float()
     test = data.test_images.reshape(len(data.test_labels), -1).float()
     means = torch.stack([train[data.train_labels == k].mean(0) for k in range(10)])
@@ -255,9 +271,9 @@ def test_synthetic_is_learnable_by_nearest_class_mean():
 
 def test_synthetic_rejects_bad_options():
     with pytest.raises(ValueError, match="num_classes must be >= 2"):
-        load_dataset("synthetic", num_classes=1)
+        load("synthetic", num_classes=1)
     with pytest.raises(ValueError, match="noise must be >= 0"):
-        load_dataset("synthetic", noise=-1)
+        load("synthetic", noise=-1)
 
 
 # -------------------------------------------------------------------------------------- registry

@@ -4,25 +4,35 @@ for an epoch; missing, incomplete and corrupt files give one-line errors; the ca
 from __future__ import annotations
 
 import gzip
+import inspect
 import math
 import os
 import pickle
+import shutil
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 import torch
 from conftest import CONFIG_DIR, compose_config, run_cli
 from dataset_copies import (
     COPIES,
+    ICUB_CATEGORIES,
+    LFW_PEOPLE,
     PHN,
+    SUFRW_PEOPLE,
     cifar10,
+    icubworld,
+    lfw,
+    lfw_kaggle,
     mnist,
     pubfig83,
     scene67,
     stl10,
+    sufrw,
     svhn,
     timit,
     timit_frames_per_utterance,
@@ -39,12 +49,11 @@ from asymbp.data import (
     DatasetWarning,
     load_dataset,
     pipeline,
-    torchvision_arrays,
 )
-from asymbp.data.idx import write_idx
-from asymbp.data.images import conform
-from asymbp.data.splits import SplitRule, keep_classes, per_class_split
-from asymbp.data.timit import (
+from asymbp.data.datasets import cifar
+from asymbp.data.datasets.sufrw import sufrw_files
+from asymbp.data.datasets.timit import (
+    CORE_TEST_SPEAKERS,
     FOLD_39,
     PHONES_39,
     PHONES_61,
@@ -53,6 +62,9 @@ from asymbp.data.timit import (
     phone_classes,
     stack_context,
 )
+from asymbp.data.formats.idx import write_idx
+from asymbp.data.formats.images import conform
+from asymbp.data.splits import SplitRule, keep_classes, per_class_split
 from asymbp.train import run
 
 PAPER_15 = list(PAPER_DATASETS)
@@ -65,7 +77,7 @@ PAGES = {
     "caltech256": "data.caltech.edu/records", "icubworld": "robotology.github.io/iCubWorld",
     "flowers17": "robots.ox.ac.uk/~vgg/data/flowers/17",
     "flowers102": "robots.ox.ac.uk/~vgg/data/flowers/102",
-    "pubfig83": "eecs.harvard.edu/~zak/pubfig83", "sufrw": "cbmm.mit.edu",
+    "pubfig83": "vision.seas.harvard.edu/pubfig83", "sufrw": "cbmm.mit.edu",
     "lfw": "vis-www.cs.umass.edu/lfw", "scene67": "web.mit.edu/torralba/www/indoor.html",
     "timit": "catalog.ldc.upenn.edu/LDC93S1",
 }  # fmt: skip
@@ -96,11 +108,39 @@ def test_every_paper_dataset_has_a_config_a_loader_a_copy_and_a_page(name):
     assert name in COPIES and name in PAGES
 
 
-@pytest.mark.parametrize("name", PAPER_15)
-def test_every_config_key_has_a_comment(name):
-    lines = (CONFIG_DIR / "dataset" / f"{name}.yaml").read_text().splitlines()
-    keys = [line for line in lines if line and not line.startswith("#")]
-    assert all("#" in line for line in keys if not line.startswith("name:")), name
+def dataset_files() -> list[Path]:
+    return sorted((CONFIG_DIR / "dataset").glob("*.yaml"))
+
+
+def test_every_config_key_has_a_comment():
+    for path in dataset_files():
+        lines = path.read_text().splitlines()
+        keys = [line for line in lines if line and not line.startswith("#")]
+        plain = ("name:", "defaults:", "  - _self_")
+        assert all("#" in line for line in keys if not line.startswith(plain)), path.name
+
+
+def test_every_loader_takes_exactly_its_config_keys_without_defaults(tmp_path):
+    """The YAML is the one source of defaults: a loader's parameters are its config's keys."""
+    options = {p.stem for p in dataset_files() if not p.stem.startswith("_")}
+    assert options == set(DATASETS)
+    for name, loader in DATASETS.items():
+        keys = set(compose_config(f"dataset={name}").dataset) - {"name"}
+        parameters = inspect.signature(loader).parameters
+        assert set(parameters) == keys, name
+        assert all(p.default is inspect.Parameter.empty for p in parameters.values()), name
+
+
+def test_image_sets_take_their_shared_keys_from_the_base():
+    base = OmegaConf.load(CONFIG_DIR / "dataset" / "_image_base.yaml")
+    for name in [*PAPER_15, "fashion_mnist"]:
+        if name != "timit":  # features, not images
+            assert set(base) <= set(compose_config(f"dataset={name}").dataset), name
+            text = (CONFIG_DIR / "dataset" / f"{name}.yaml").read_text()
+            assert "- _image_base" in text and "cache_dir:" not in text, name
+    # A key of the base set on the command line reaches the loader like any other.
+    cfg = compose_config("dataset=caltech101", "dataset.fit=crop").dataset
+    assert cfg.fit == "crop" and cfg.image_size == base.image_size
 
 
 @pytest.mark.parametrize("name", PAPER_15)
@@ -134,7 +174,7 @@ def test_tiny_copy_loads_and_trains_one_epoch(name, tmp_path, make_config):
 
 def test_cifar_pickles_decode_to_the_stored_pixels_and_labels(tmp_path):
     tiny = cifar10(tmp_path)
-    data = load("cifar10", tmp_path)
+    data = load("cifar10", tmp_path, *tiny.overrides)
     first, labels = tiny.arrays["data_batch_1"]
     assert torch.equal(data.train_images[:4], torch.from_numpy(first))
     assert data.train_labels[:4].tolist() == labels
@@ -143,7 +183,7 @@ def test_cifar_pickles_decode_to_the_stored_pixels_and_labels(tmp_path):
 
 def test_svhn_mat_decodes_pixels_and_maps_label_10_to_0(tmp_path):
     tiny = svhn(tmp_path)
-    data = load("svhn", tmp_path)
+    data = load("svhn", tmp_path, *tiny.overrides)
     images, labels = tiny.arrays["train"]
     assert torch.equal(data.train_images, torch.from_numpy(images))
     assert data.train_labels.tolist() == labels.tolist() and 0 in data.train_labels.tolist()
@@ -151,15 +191,15 @@ def test_svhn_mat_decodes_pixels_and_maps_label_10_to_0(tmp_path):
 
 def test_stl10_binaries_are_transposed_from_column_major(tmp_path):
     tiny = stl10(tmp_path)
-    data = load("stl10", tmp_path)
+    data = load("stl10", tmp_path, *tiny.overrides)
     images, labels = tiny.arrays["test"]
     assert torch.equal(data.test_images, torch.from_numpy(images))
     assert data.test_labels.tolist() == labels.tolist()
 
 
 def test_mnist_reads_any_sample_count_and_converts_channels_and_size(tmp_path):
-    mnist(tmp_path)
-    data = load("mnist", tmp_path, "dataset.channels=3", "dataset.image_size=32")
+    tiny = mnist(tmp_path)
+    data = load("mnist", tmp_path, *tiny.overrides, "dataset.channels=3", "dataset.image_size=32")
     assert data.input_shape == (3, 32, 32) and len(data.train_labels) == 30
     assert torch.equal(data.train_images[:, 0], data.train_images[:, 2])
 
@@ -173,24 +213,27 @@ def test_conform_grey_is_pillow_luma_and_resize_keeps_a_constant_image():
 
 
 def test_image_folders_convert_grey_images_to_rgb(tmp_path):
-    scene67(tmp_path)  # img_0.jpg of each class is grey ("L")
-    data = load("scene67", tmp_path, "dataset.num_classes=3")
+    tiny = scene67(tmp_path)  # img_0.jpg of each class is grey ("L")
+    data = load("scene67", tmp_path, *tiny.overrides)
     assert data.input_shape == (3, 64, 64)
-    grey = load("scene67", tmp_path, "dataset.num_classes=3", "dataset.channels=1")
+    grey = load("scene67", tmp_path, *tiny.overrides, "dataset.channels=1")
     assert grey.input_shape == (1, 64, 64)
 
 
 def test_timit_frames_labels_and_folding(tmp_path):
-    timit(tmp_path)
-    data = load("timit", tmp_path)
+    tiny = timit(tmp_path)
+    data = load("timit", tmp_path, *tiny.overrides)
     per = timit_frames_per_utterance()
     # TRAIN: 2 speakers x (SI, SX); SA left out. TEST: the core speaker MDAB0 only.
     assert len(data.train_labels) == 4 * per and len(data.test_labels) == 2 * per
     used = {PHONES_39[i] for i in data.train_labels.unique().tolist()}
     assert used == {"sil", "sh", "iy"}  # h# -> sil, zh -> sh, q dropped
-    full = load("timit", tmp_path, "dataset.test_set=full", "dataset.include_sa=true")
+    full = load("timit", tmp_path, *tiny.overrides, "dataset.test_set=full",
+                "dataset.include_sa=true", "dataset.expect.train=6",
+                "dataset.expect.test=3")  # fmt: skip
     assert len(full.train_labels) == 6 * per and len(full.test_labels) == 3 * per
-    phones61 = load("timit", tmp_path, "dataset.phones=61", "dataset.context=0")
+    phones61 = load("timit", tmp_path, *tiny.overrides, "dataset.phones=61", "dataset.context=0",
+                    "dataset.expect.classes=5")  # fmt: skip
     assert phones61.num_classes == 61 and phones61.input_shape == (40,)
     # 61 phones keep 'q' as a class: one more frame per utterance than the 39-phone task.
     assert len(phones61.train_labels) == 4 * (per + 1)
@@ -219,20 +262,254 @@ def test_log_mel_puts_a_tone_in_its_band_and_context_stacks_neighbours():
 
 
 def test_sphere_big_endian_and_riff_read_like_little_endian(tmp_path):
-    timit(tmp_path)
-    reference = load("timit", tmp_path, "dataset.cache=false")
+    tiny = timit(tmp_path)
+    reference = load("timit", tmp_path, *tiny.overrides, "dataset.cache=false")
     wav = tmp_path / "timit" / "TRAIN" / "DR1" / "FCJF0" / "SI1027.WAV"
     samples = np.frombuffer(wav.read_bytes()[1024:], dtype="<i2")
     write_sphere(wav, samples.astype(">i2").view("<i2").byteswap(), sample_byte_format="-s2 10")
-    assert torch.equal(load("timit", tmp_path, "dataset.cache=false").train_images,
+    assert torch.equal(load("timit", tmp_path, *tiny.overrides, "dataset.cache=false").train_images,
                        reference.train_images)  # fmt: skip
     import wave
 
     with wave.open(str(wav), "wb") as riff:
         riff.setnchannels(1), riff.setsampwidth(2), riff.setframerate(16000)
         riff.writeframes(samples.astype("<i2").tobytes())
-    assert torch.equal(load("timit", tmp_path, "dataset.cache=false").train_images,
+    assert torch.equal(load("timit", tmp_path, *tiny.overrides, "dataset.cache=false").train_images,
                        reference.train_images)  # fmt: skip
+
+
+# ------------------------------------------------------------------- layouts as shipped
+
+#: kaldi-asr/kaldi egs/timit/s5/conf/test_spk.list (the core test set) and dev_spk.list.
+KALDI_TEST_SPEAKERS = [
+    "mdab0",
+    "mwbt0",
+    "felc0",
+    "mtas1",
+    "mwew0",
+    "fpas0",
+    "mjmp0",
+    "mlnt0",
+    "fpkt0",
+    "mlll0",
+    "mtls0",
+    "fjlm0",
+    "mbpm0",
+    "mklt0",
+    "fnlp0",
+    "mcmj0",
+    "mjdh0",
+    "fmgd0",
+    "mgrt0",
+    "mnjm0",
+    "fdhc0",
+    "mjln0",
+    "mpam0",
+    "fmld0",
+]
+KALDI_DEV_SPEAKERS = [
+    "faks0",
+    "fdac1",
+    "fjem0",
+    "mgwt0",
+    "mjar0",
+    "mmdb1",
+    "mmdm2",
+    "mpdf0",
+    "fcmh0",
+    "fkms0",
+    "mbdg0",
+    "mbwm0",
+    "mcsh0",
+    "fadg0",
+    "fdms0",
+    "fedw0",
+    "mgjf0",
+    "mglb0",
+    "mrtk0",
+    "mtaa0",
+    "mtdt0",
+    "mthc0",
+    "mwjg0",
+    "fnmr0",
+    "frew0",
+    "fsem0",
+    "mbns0",
+    "mmjr0",
+    "mdls0",
+    "mdlf0",
+    "mdvc0",
+    "mers0",
+    "fmah0",
+    "fdrw0",
+    "mrcs0",
+    "mrjm4",
+    "fcal1",
+    "mmwh0",
+    "fjsj0",
+    "majc0",
+    "mjsw0",
+    "mreb0",
+    "fgjd0",
+    "fjmg0",
+    "mroa0",
+    "mteb0",
+    "mjfc0",
+    "mrjr0",
+    "fmml0",
+    "mrws1",
+]
+
+
+def test_timit_core_test_set_is_kaldis_and_shares_no_development_speaker():
+    assert len(KALDI_TEST_SPEAKERS) == 24 and len(KALDI_DEV_SPEAKERS) == 50
+    assert set(KALDI_TEST_SPEAKERS) == CORE_TEST_SPEAKERS
+    assert CORE_TEST_SPEAKERS.isdisjoint(KALDI_DEV_SPEAKERS)
+
+
+def test_timit_reads_ldcs_timit_folder_and_counts_utterances(tmp_path):
+    tiny = timit(tmp_path / "flat")
+    (tmp_path / "ldc" / "timit").mkdir(parents=True)
+    (tmp_path / "flat" / "timit").rename(tmp_path / "ldc" / "timit" / "TIMIT")
+    data = load("timit", tmp_path / "ldc", *tiny.overrides)
+    assert (len(data.train_labels), len(data.test_labels)) == (tiny.train, tiny.test)
+    # The config's counts (3696 and 192 utterances) refuse the tiny copy: it is incomplete.
+    with pytest.raises(DatasetError, match=r"^timit: expected 3696 training utterances, found 4 "):
+        load("timit", tmp_path / "ldc")
+
+
+def test_icubworld28_labels_by_category_or_object_and_chooses_days(tmp_path):
+    tiny = icubworld(tmp_path)
+    data = load("icubworld", tmp_path, *tiny.overrides)
+    assert data.num_classes == len(ICUB_CATEGORIES) == 3
+    assert torch.bincount(data.test_labels).tolist() == [8, 8, 8]  # 2 objects x 4 days
+    objects = load("icubworld", tmp_path, *tiny.overrides, "dataset.labels=object",
+                   "dataset.expect.classes=6")  # fmt: skip
+    assert objects.num_classes == 6 and torch.bincount(objects.train_labels).tolist() == [4] * 6
+    some = load("icubworld", tmp_path, *tiny.overrides, "dataset.train_days=[1,2]",
+                "dataset.test_days=[4]", "dataset.expect.train=12",
+                "dataset.expect.test=6")  # fmt: skip
+    assert (len(some.train_labels), len(some.test_labels)) == (12, 6)
+
+
+def test_icubworld_refuses_other_trees(tmp_path):
+    icubworld(tmp_path)
+    # The real config expects iCubWorld28's 7 categories: 3 is an incomplete copy.
+    with pytest.raises(DatasetError, match=r"^icubworld: expected 7 classes, found 3 in "):
+        load("icubworld", tmp_path)
+    # A tree without day folders (categories directly under train/) is not iCubWorld28.
+    root = tmp_path / "icubworld"
+    for split in ("train", "test"):
+        (root / split / "day1").rename(root / f"{split}-day1")
+        for day in (2, 3, 4):
+            shutil.rmtree(root / split / f"day{day}")
+        (root / split).rmdir()
+        (root / f"{split}-day1").rename(root / split)
+    with pytest.raises(DatasetError, match=r"^icubworld: no train/day1 in .*iCubWorld28"):
+        load("icubworld", tmp_path, "dataset.expect.classes=3")
+
+
+def test_sufrw_reads_the_flat_package_and_its_identity_list(tmp_path):
+    tiny = sufrw(tmp_path)
+    data = load("sufrw", tmp_path, *tiny.overrides)
+    # People numbered by id (3, 17, 250, 399): Turing 5, Lovelace 5, Hopper 5, Godel 1.
+    counts = torch.bincount(torch.cat([data.train_labels, data.test_labels])).tolist()
+    by_id = sorted(SUFRW_PEOPLE)
+    assert counts == [n for _, _, n in by_id]
+    # Image n shows the person on line n of the identity list.
+    folder = tmp_path / "sufrw" / "SUFR_in_the_wild"
+    text = folder / "SUFR_in_the_wild_info.txt"
+    lines = text.read_text().splitlines()
+    ids = [int(line.split(" # ")[0]) for line in lines]
+    names = [line.split(" # ")[1] for line in lines]
+    paths, labels, people = sufrw_files(tmp_path / "sufrw")
+    assert [p.name for p in paths] == [f"{n}.jpg" for n in range(1, len(lines) + 1)]
+    assert [people[label] for label in labels] == names
+    # The .mat identity list, as the package also ships it, gives the same dataset.
+    scipy.io.savemat(folder / "SUFR_in_the_wild_info.mat",
+                     {"info": {"id": np.array(ids, float).reshape(-1, 1),
+                               "name": np.array(names, dtype=object).reshape(-1, 1)}})  # fmt: skip
+    text.unlink()
+    from_mat = load("sufrw", tmp_path, *tiny.overrides, "dataset.cache=false")
+    assert torch.equal(from_mat.train_labels, data.train_labels)
+    assert torch.equal(from_mat.test_images, data.test_images)
+    # ... also saved as a struct array, info(n).id and info(n).name.
+    people = np.zeros((1, len(ids)), dtype=[("id", "O"), ("name", "O")])
+    for n, (pid, name) in enumerate(zip(ids, names, strict=True)):
+        people[0, n]["id"], people[0, n]["name"] = np.array([[pid]]), np.array([name])
+    scipy.io.savemat(folder / "SUFR_in_the_wild_info.mat", {"info": people})
+    again = load("sufrw", tmp_path, *tiny.overrides, "dataset.cache=false")
+    assert torch.equal(again.train_labels, data.train_labels)
+
+
+def test_sufrw_refuses_folders_per_person_and_a_short_identity_list(tmp_path):
+    folder = tmp_path / "sufrw"
+    for p, n in enumerate((3, 3)):
+        for i in range(n):
+            write_image(folder / f"person_{p}" / f"{i}.jpg", seed=p * 10 + i)
+    with pytest.raises(DatasetError, match=r"^sufrw: no SUFR_in_the_wild folder in "):
+        load("sufrw", tmp_path)
+    shutil.rmtree(folder)
+    tiny = sufrw(tmp_path)
+    text = folder / "SUFR_in_the_wild" / "SUFR_in_the_wild_info.txt"
+    # Every image labelled as one person: one class where the config expects 400.
+    text.write_text("".join("1 # Someone\n" for _ in range(tiny.train + tiny.test)))
+    with pytest.raises(DatasetError, match=r"^sufrw: expected 400 classes, found 1 in "):
+        load("sufrw", tmp_path)
+    text.write_text("1 # Someone\n" * 40)
+    with pytest.raises(DatasetError, match=r"^sufrw: 24 of the 40 images .* missing, first .*17"):
+        load("sufrw", tmp_path)
+
+
+def test_lfw_reads_the_kaggle_mirror_like_the_umass_files(tmp_path):
+    tiny = lfw(tmp_path / "umass")
+    umass = load("lfw", tmp_path / "umass", *tiny.overrides, "dataset.image_set=funneled")
+    mirror = lfw_kaggle(tmp_path / "kaggle")
+    kaggle = load("lfw", tmp_path / "kaggle", *mirror.overrides)
+    assert torch.equal(umass.train_labels, kaggle.train_labels)
+    assert torch.equal(umass.test_images, kaggle.test_images)  # the same image files
+    assert kaggle.num_classes == sum(n >= 4 for n in LFW_PEOPLE.values())
+    # Asking the mirror for the funneled images says it has deepfunneled only.
+    with pytest.raises(DatasetError, match=r"^lfw: no lfw-py/lfw_funneled/ .*deepfunneled only"):
+        load("lfw", tmp_path / "kaggle", *tiny.overrides)
+
+
+def test_lfw_refuses_a_copy_missing_listed_images_or_people(tmp_path):
+    tiny = lfw(tmp_path)
+    with pytest.raises(DatasetError, match=r"^lfw: expected 62 classes, found 3 in "):
+        load("lfw", tmp_path, "dataset.min_images=4")
+    (tmp_path / "lfw" / "lfw-py" / "lfw_funneled" / "Bob_Baker" / "Bob_Baker_0005.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"^lfw: 1 of the 16 images .* first .*Bob_Baker_0005"):
+        load("lfw", tmp_path, *tiny.overrides)
+
+
+def test_pubfig83_extracted_one_level_too_deep_is_refused(tmp_path):
+    pubfig83(tmp_path / "tmp")
+    (tmp_path / "pubfig83").mkdir()
+    (tmp_path / "tmp" / "pubfig83").rename(tmp_path / "pubfig83" / "pubfig83")
+    with pytest.raises(DatasetError, match=r"^pubfig83: expected 83 classes, found 1 in "):
+        load("pubfig83", tmp_path)
+
+
+@pytest.mark.parametrize("name", PAPER_15)
+def test_the_guard_refuses_a_copy_yielding_other_counts(name, tmp_path):
+    tiny = COPIES[name](tmp_path)
+    classes = tiny.expect["classes"]
+    with pytest.raises(DatasetError) as info:
+        load(name, tmp_path, *tiny.overrides, f"dataset.expect.classes={classes + 1}")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{name}: expected {classes + 1} classes, ")
+    assert f"found {classes} in {tmp_path / name}" in message
+    with pytest.raises(DatasetError, match=rf"^{name}: expected {tiny.expect['test'] + 1} test "):
+        load(name, tmp_path, *tiny.overrides, f"dataset.expect.test={tiny.expect['test'] + 1}")
+
+
+def test_expect_null_checks_nothing_and_unknown_keys_are_refused(tmp_path):
+    tiny = scene67(tmp_path)
+    data = load("scene67", tmp_path, "dataset.expect=null")
+    assert (len(data.train_labels), len(data.test_labels)) == (tiny.train, tiny.test)
+    with pytest.raises(TypeError, match=r"scene67': expect takes the keys classes, train and test"):
+        load("scene67", tmp_path, "+dataset.expect.people=3")
 
 
 # ------------------------------------------------------------------------- split rules
@@ -290,7 +567,7 @@ def test_missing_directory_is_one_line_naming_dataset_path_files_and_page(name, 
         ("svhn", "svhn/test_32x32.mat", "test_32x32.mat"),
         ("flowers102", "flowers102/flowers-102/setid.mat", "setid.mat"),
         ("scene67", "scene67/TestImages.txt", "TestImages.txt"),
-        ("lfw", "lfw/lfw-py/people.txt", "people.txt"),
+        ("lfw", "lfw/lfw-py/lfw-names.txt", "lfw-names.txt"),
         ("flowers17", "flowers17/datasplits.mat", "datasplits.mat"),
     ],
 )
@@ -303,21 +580,21 @@ def test_incomplete_copy_names_the_missing_file(name, remove, named, tmp_path):
 
 def test_a_different_class_count_is_an_incomplete_copy(tmp_path):
     scene67(tmp_path)
-    with pytest.raises(DatasetError, match="found 3 classes in .*, expected 67"):
+    with pytest.raises(DatasetError, match=r"^scene67: expected 67 classes, found 3 in "):
         load("scene67", tmp_path)
 
 
 def test_bad_magic_numbers_name_the_file(tmp_path):
-    mnist(tmp_path)
+    tiny = mnist(tmp_path)
     images = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
     write_idx(images, np.zeros(5, dtype=np.uint8))  # a labels file where images belong
     with pytest.raises(DatasetError, match=rf"^mnist: {images}: bad magic number 0x00000801"):
-        load("mnist", tmp_path)
-    timit(tmp_path)
+        load("mnist", tmp_path, *tiny.overrides)
+    tiny = timit(tmp_path)
     wav = tmp_path / "timit" / "TEST" / "DR1" / "MDAB0" / "SX139.WAV"
     wav.write_bytes(b"GARBAGE!" + wav.read_bytes()[8:])
     with pytest.raises(DatasetError, match=rf"^timit: {wav}: bad magic number b'GARBAGE'"):
-        load("timit", tmp_path)
+        load("timit", tmp_path, *tiny.overrides)
 
 
 def truncate(path: Path, keep: float = 0.5) -> Path:
@@ -340,31 +617,31 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     ],
 )
 def test_truncated_file_is_one_line_naming_it(name, relative, keep, problem, tmp_path):
-    COPIES[name](tmp_path)
+    tiny = COPIES[name](tmp_path)
     path = truncate(tmp_path / relative, keep)
     with pytest.raises(DatasetError) as info:
-        load(name, tmp_path)
+        load(name, tmp_path, *tiny.overrides)
     message = str(info.value)
     assert message.startswith(f"{name}: {path}: ") and problem in message
     assert "\n" not in message and PAGES[name] in message
 
 
 def test_a_truncated_uncompressed_idx_file_names_its_byte_counts(tmp_path):
-    mnist(tmp_path)
+    tiny = mnist(tmp_path)
     gz = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
     plain = gz.with_suffix("")
     plain.write_bytes(gzip.decompress(gz.read_bytes())[:-5])
     gz.unlink()
     with pytest.raises(DatasetError, match=rf"{plain}: truncated: holds 25 data bytes"):
-        load("mnist", tmp_path)
+        load("mnist", tmp_path, *tiny.overrides)
 
 
 def test_compressed_sphere_says_to_decompress_it(tmp_path):
-    timit(tmp_path)
+    tiny = timit(tmp_path)
     wav = tmp_path / "timit" / "TRAIN" / "DR1" / "FCJF0" / "SX37.WAV"
     write_sphere(wav, np.zeros(100, np.int16), sample_coding="-s26 pcm,embedded-shorten-v2.00")
     with pytest.raises(DatasetError, match=rf"{wav}: sample_coding .*shorten.*sph2pipe"):
-        load("timit", tmp_path)
+        load("timit", tmp_path, *tiny.overrides)
 
 
 def test_a_few_unreadable_images_are_skipped_and_counted(tmp_path):
@@ -374,7 +651,7 @@ def test_a_few_unreadable_images_are_skipped_and_counted(tmp_path):
             write_image(tmp_path / "pubfig83" / f"person_{p:03d}" / f"{i}.jpg", 100 * p + i)
     bad = tmp_path / "pubfig83" / "person_001" / "7.jpg"
     truncate(bad, keep=0.3)
-    overrides = ("dataset.num_classes=3", "dataset.test_per_class=null")
+    overrides = ("dataset.expect.classes=3", "dataset.test_per_class=null")
     with pytest.warns(DatasetWarning, match=rf"skipped 1 unreadable image\(s\) of 120 .*{bad}"):
         data = load("pubfig83", tmp_path, *overrides)
     assert len(data.train_labels) + len(data.test_labels) == 119
@@ -385,7 +662,7 @@ def test_many_unreadable_images_are_an_error_naming_the_first(tmp_path):
     for i in (1, 2):
         (tmp_path / "pubfig83" / "person_000" / f"{i}.jpg").write_bytes(b"not a JPEG")
     with pytest.raises(DatasetError) as info:
-        load("pubfig83", tmp_path, "dataset.train_per_class=3", "dataset.num_classes=3")
+        load("pubfig83", tmp_path, "dataset.train_per_class=3", "dataset.expect.classes=3")
     message = str(info.value)
     assert message.startswith(f"pubfig83: {tmp_path / 'pubfig83' / 'person_000'}")
     assert "unreadable image" in message and "2 of 15 images are unreadable" in message
@@ -414,11 +691,12 @@ class FakeCIFAR10:
 
 
 def test_download_true_fetches_missing_files_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(torchvision_arrays, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setattr(cifar, "CIFAR10", FakeCIFAR10)
     FakeCIFAR10.calls = []
-    data = load("cifar10", tmp_path, "dataset.download=true")
+    expect = cifar10(tmp_path / "elsewhere").overrides  # the counts the fake download yields
+    data = load("cifar10", tmp_path, *expect, "dataset.download=true")
     assert len(data.train_labels) == 20 and FakeCIFAR10.calls == [tmp_path / "cifar10"]
-    load("cifar10", tmp_path, "dataset.download=true", "dataset.cache=false")
+    load("cifar10", tmp_path, *expect, "dataset.download=true", "dataset.cache=false")
     assert len(FakeCIFAR10.calls) == 1  # the files are there: no second download
 
 
@@ -426,7 +704,7 @@ def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
     def offline(root, download):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(torchvision_arrays, "CIFAR10", offline)
+    monkeypatch.setattr(cifar, "CIFAR10", offline)
     with pytest.raises(DatasetError, match=r"^cifar10: downloading into .* failed \(OSError: net"):
         load("cifar10", tmp_path, "dataset.download=true")
 
@@ -459,33 +737,33 @@ def test_cache_file_is_named_and_reused_without_decoding(tmp_path, monkeypatch):
 
 
 def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path):
-    cifar10(tmp_path)
-    reference = load("cifar10", tmp_path)
+    tiny = cifar10(tmp_path)
+    reference = load("cifar10", tmp_path, *tiny.overrides)
     (path,) = cache_files(tmp_path)
     truncate(path, keep=0.5)
     with pytest.warns(DatasetWarning, match=rf"cache file {path} is unreadable .* rebuilding"):
-        rebuilt = load("cifar10", tmp_path)
+        rebuilt = load("cifar10", tmp_path, *tiny.overrides)
     assert torch.equal(rebuilt.train_images, reference.train_images)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load("cifar10", tmp_path)  # the rebuilt file reads cleanly
+        load("cifar10", tmp_path, *tiny.overrides)  # the rebuilt file reads cleanly
 
 
 def test_changed_source_files_rebuild_the_cache(tmp_path):
     tiny = cifar10(tmp_path)
-    load("cifar10", tmp_path)
+    load("cifar10", tmp_path, *tiny.overrides)
     batch = tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch"
     entry = pickle.loads(batch.read_bytes(), encoding="latin1")
     entry["labels"] = [9] * len(entry["labels"])
     batch.write_bytes(pickle.dumps(entry, protocol=2))
     with pytest.warns(DatasetWarning, match="source files changed"):
-        data = load("cifar10", tmp_path)
+        data = load("cifar10", tmp_path, *tiny.overrides, "dataset.expect.classes=null")
     assert data.test_labels.tolist() == [9] * tiny.test
 
 
 def test_cache_false_writes_nothing(tmp_path):
-    cifar10(tmp_path)
-    load("cifar10", tmp_path, "dataset.cache=false")
+    tiny = cifar10(tmp_path)
+    load("cifar10", tmp_path, *tiny.overrides, "dataset.cache=false")
     assert not (tmp_path / ".cache").exists()
 
 
@@ -513,8 +791,8 @@ def test_real_fashion_mnist_with_the_cache(tmp_path):
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
 def test_an_unwritable_cache_dir_warns_and_loads(tmp_path):
-    cifar10(tmp_path)
+    tiny = cifar10(tmp_path)
     (tmp_path / ".cache").mkdir(mode=0o500)
     with pytest.warns(DatasetWarning, match="cannot write cache file"):
-        data = load("cifar10", tmp_path)
+        data = load("cifar10", tmp_path, *tiny.overrides)
     assert len(data.train_labels) == 20

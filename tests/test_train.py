@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from asymbp import runs
 from asymbp.build import ConfigError, make_model, make_optimizer, make_scheduler, validate
 from asymbp.config import GROUPS
-from asymbp.data.idx import write_idx
+from asymbp.data.formats.idx import write_idx
 from asymbp.optim import BatchManhattan
 from asymbp.train import Splits, run
 
@@ -30,7 +30,8 @@ METRIC_KEYS = {
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The group's options; files starting with "_" are bases other files build on."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def tiny_idx_dir(root: Path) -> Path:
@@ -57,6 +58,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
         overrides += [f"data_root={tmp_path / 'data'}", f"model={tiny.model}", *tiny.overrides]
     if option == "fashion_mnist":
         overrides += [f"dataset.root={tiny_idx_dir(tmp_path)}", f"data_root={tmp_path}"]
+        overrides += ["dataset.expect.train=null", "dataset.expect.test=null"]  # a tiny copy
     cfg = compose_config(*overrides)
     validate(cfg)
     assert cfg[group].name == option

@@ -1,25 +1,20 @@
-"""Datasets as in-memory tensors: a registry of loaders, one module per on-disk format.
+"""Datasets as in-memory tensors.
 
-`load_dataset(name, **options)` returns an `InMemoryDataset`; importing this package registers
-every loader in `DATASETS`: the paper's 15 datasets, Fashion-MNIST, digits and synthetic.
+`load_dataset(name, **options)` returns an `InMemoryDataset`. Each dataset is defined once, in
+asymbp/data/datasets/<name>.py (cifar.py: CIFAR-10 and -100, caltech.py: Caltech-101 and -256),
+by a loader registered with @register_dataset("name"), whose keywords are the keys of
+conf/dataset/<name>.yaml. The file formats they read (IDX, SPHERE, MATLAB, image files) are in
+asymbp/data/formats/, the shared steps (decoding once, caching, splitting) in pipeline.py,
+cache.py and splits.py.
 """
 
-# Imported for their registrations.
 from asymbp.config import PAPER_DATASETS
-from asymbp.data import (  # noqa: F401
-    digits,
-    flowers17,
-    idx,
-    image_folders,
-    synthetic,
-    timit,
-    torchvision_arrays,
-    torchvision_images,
-)
-from asymbp.data.base import DatasetError, InMemoryDataset, channel_stats, stratified_split
-from asymbp.data.idx import DEBIAN_FASHION_MNIST
+from asymbp.data import datasets  # noqa: F401  (registers every dataset)
+from asymbp.data.base import DatasetError, Expect, InMemoryDataset, channel_stats
+from asymbp.data.datasets.fashion_mnist import DEBIAN_FASHION_MNIST
 from asymbp.data.layout import DatasetWarning
 from asymbp.data.registry import DATASETS, load_dataset, register_dataset
+from asymbp.data.splits import stratified_split
 
 __all__ = [
     "DATASETS",
@@ -27,6 +22,7 @@ __all__ = [
     "PAPER_DATASETS",
     "DatasetError",
     "DatasetWarning",
+    "Expect",
     "InMemoryDataset",
     "channel_stats",
     "load_dataset",

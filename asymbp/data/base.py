@@ -1,7 +1,9 @@
-"""The in-memory dataset every loader returns, its error type, and split/statistics helpers."""
+"""The in-memory dataset every loader returns, its error type, the counts a correct copy yields
+(Expect), and per-channel statistics."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +18,56 @@ class DatasetError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).splitlines()))
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a correct copy of a dataset yields: the number of classes and, where the split is
+    official, the number of training and test samples (None: not checked).
+
+    Each dataset config states them in its `expect` block, from the dataset's sources; the
+    loader compares them with what it found before any expensive step (decoding images,
+    computing features), so that a copy in another layout (days read as classes, a flat folder
+    read as one class, a missing part) stops with one line instead of training on wrong labels.
+    """
+
+    classes: int | None = None
+    train: int | None = None
+    test: int | None = None
+
+    def check(
+        self,
+        dataset: str,
+        where: str | os.PathLike,
+        classes: int,
+        train: int,
+        test: int,
+        samples: str = "samples",
+    ) -> None:
+        """DatasetError naming the expected and found counts and where they were looked for.
+
+        samples: what train and test count ("samples", "utterances")."""
+        for key, what, found in (
+            ("classes", "classes", classes),
+            ("train", f"training {samples}", train),
+            ("test", f"test {samples}", test),
+        ):
+            expected = getattr(self, key)
+            if expected is not None and found != expected:
+                raise DatasetError(
+                    f"{dataset}: expected {expected} {what}, found {found} in {where}; the copy is "
+                    f"incomplete or laid out otherwise than dataset.root expects (see README's "
+                    f"Datasets; dataset.expect.{key}=null accepts what is found)"
+                )
+
+    def check_data(self, data: InMemoryDataset, where: str | os.PathLike) -> InMemoryDataset:
+        """check() on a loaded dataset: its classes are the distinct labels of both splits."""
+        labels = torch.cat([data.train_labels, data.test_labels])
+        self.check(
+            data.name, where, int(labels.unique().numel()), len(data.train_labels),
+            len(data.test_labels),
+        )  # fmt: skip
+        return data
 
 
 @dataclass(repr=False)
@@ -73,41 +125,6 @@ class InMemoryDataset:
             f"test={len(self.test_labels)}, input_shape={self.input_shape}, "
             f"dtype={self.train_images.dtype}, num_classes={self.num_classes})"
         )
-
-
-def stratified_split(
-    labels: torch.Tensor, fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split sample indices into (keep, heldout), holding out `fraction` of each class.
-
-    The held-out count is round(fraction * N) overall, shared among the classes by largest
-    remainder, and then clamped so that a class with at least two samples keeps at least one on
-    each side (a class with one sample stays on the keep side). Both index tensors are sorted
-    int64; the same labels and seed always give the same split.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    labels = torch.as_tensor(labels).reshape(-1).cpu()
-    classes, counts = torch.unique(labels, sorted=True, return_counts=True)
-    exact = counts.double() * fraction
-    heldout_counts = exact.floor().long()
-    shortfall = round(fraction * labels.numel()) - int(heldout_counts.sum())
-    if shortfall > 0:
-        # Stable sort: ties between equal remainders go to the smaller class label.
-        order = torch.sort(exact - heldout_counts, descending=True, stable=True).indices
-        heldout_counts[order[:shortfall]] += 1
-    heldout_counts = torch.where(
-        counts >= 2, heldout_counts.clamp(min=1).minimum(counts - 1), torch.zeros_like(counts)
-    )
-
-    generator = torch.Generator().manual_seed(seed)
-    keep, heldout = [], []
-    for cls, n_heldout in zip(classes.tolist(), heldout_counts.tolist(), strict=True):
-        members = torch.nonzero(labels == cls).reshape(-1)
-        members = members[torch.randperm(members.numel(), generator=generator)]
-        heldout.append(members[:n_heldout])
-        keep.append(members[n_heldout:])
-    return torch.cat(keep).sort().values, torch.cat(heldout).sort().values
 
 
 def channel_stats(

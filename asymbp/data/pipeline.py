@@ -1,6 +1,7 @@
-"""From files to a cached in-memory dataset: arrays with an official split (`load_arrays`), and
-image files split officially (`load_image_files`) or by a seeded rule (`load_by_rule`). Decoding
-happens once; later loads read the cache file (asymbp.data.cache)."""
+"""From files to a cached in-memory dataset, the steps the dataset definitions share: arrays with
+an official split (`load_arrays`, `load_idx_dataset` for the MNIST layout), and image files split
+officially (`load_image_files`) or by a seeded rule (`load_by_rule`). Decoding happens once;
+later loads read the cache file (asymbp.data.cache)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import DatasetError, Expect, InMemoryDataset
 from asymbp.data.cache import CacheKey, fingerprint, load_cached
-from asymbp.data.images import check_image_options, conform, decode_images
-from asymbp.data.layout import Layout
+from asymbp.data.formats.idx import IDX_FILES, find_idx_file, find_idx_files, read_idx_pair
+from asymbp.data.formats.images import check_image_options, conform, decode_images
+from asymbp.data.layout import Layout, fetch
 from asymbp.data.splits import SplitRule, keep_classes
 
 
@@ -27,27 +30,96 @@ def load_arrays(
     *,
     image_size: int | None,
     channels: int | None,
+    fit: str,
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """A dataset stored as arrays with an official split (IDX, CIFAR, SVHN, STL-10): read() once,
-    `conform`ed to image_size and channels (None: as stored), cached.
+    `conform`ed to image_size, channels (None: as stored) and fit, cached.
 
     sources: the files read() reads; the cache file is rebuilt when one of them changes.
     """
-    check_image_options(dataset, image_size, channels, native_ok=True)
+    check_image_options(dataset, image_size, channels, fit, native_ok=True)
     size = f"{image_size or 'orig'}px{channels or 'orig'}c"
-    options = {"root": str(root), "image_size": image_size, "channels": channels}
+    options = {"root": str(root), "image_size": image_size, "channels": channels, "fit": fit}
     key = CacheKey(dataset, "official", size, options, fingerprint(sources))
 
     def build() -> InMemoryDataset:
         data = read()
         return dataclasses.replace(
             data,
-            train_images=conform(data.train_images, image_size, channels),
-            test_images=conform(data.test_images, image_size, channels),
+            train_images=conform(data.train_images, image_size, channels, fit),
+            test_images=conform(data.test_images, image_size, channels, fit),
         )
 
     return load_cached(key, build, cache_dir)
+
+
+def arrays_dataset(
+    layout: Layout,
+    read: Callable[[str], tuple[tuple[Path, np.ndarray], tuple[Path, np.ndarray]]],
+    num_classes: int,
+) -> InMemoryDataset:
+    """The dataset of read("train") and read("test"), each ((images path, uint8 (N, C, H, W)
+    images), (labels path, int64 (N,) labels)); labels outside 0..num_classes-1 are a
+    DatasetError naming their file."""
+    tensors = []
+    for split in ("train", "test"):
+        (_, images), (labels_path, labels) = read(split)
+        if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
+            raise layout.corrupt(
+                labels_path,
+                f"holds labels {labels.min()}..{labels.max()}, outside 0..{num_classes - 1}",
+            )
+        tensors += [torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)]
+    return InMemoryDataset(layout.dataset, *tensors, num_classes=num_classes)
+
+
+def load_array_set(
+    layout: Layout,
+    root: str | os.PathLike,
+    read: Callable[[Path, str], tuple[tuple[Path, np.ndarray], tuple[Path, np.ndarray]]],
+    num_classes: int,
+    get: Callable[[Path], object],
+    *,
+    image_size: int | None,
+    channels: int | None,
+    fit: str,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
+) -> InMemoryDataset:
+    """An array dataset's loader (CIFAR, SVHN, STL-10): its files (layout.expected) under root,
+    fetched by get(root) when download is true and they are missing, read(root, split) for
+    "train" and "test" as `arrays_dataset` reads them, then `load_arrays` and the guard."""
+    root = fetch(layout, root, download, get)
+    data = load_arrays(
+        layout.dataset, root, [root / f for f in layout.expected],
+        lambda: arrays_dataset(layout, lambda split: read(root, split), num_classes),
+        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
+    )  # fmt: skip
+    return expect.check_data(data, root)
+
+
+def torchvision_index(layout: Layout, root: Path, make: Callable[[Path], object]):
+    """make(root): the torchvision dataset that lists a dataset's files and labels; its errors
+    become a DatasetError naming root."""
+    try:
+        return make(root)
+    except (RuntimeError, OSError, ValueError, KeyError, IndexError) as error:
+        problem = f"torchvision cannot read it ({type(error).__name__}: {error})"
+        raise layout.corrupt(root, problem) from None
+
+
+def require_listed(layout: Layout, root: Path, paths: list[Path], listed_by: str) -> None:
+    """A DatasetError counting the files of `paths` (what `listed_by` lists) that are missing
+    and naming the first: a partial copy stops here, before anything is decoded."""
+    absent = [path for path in paths if not path.is_file()]
+    if absent:
+        raise layout.missing(
+            root, f"{len(absent)} of the {len(paths)} images {listed_by} lists are missing, "
+            f"first {absent[0]}",
+        )  # fmt: skip
 
 
 @dataclass
@@ -76,16 +148,6 @@ class ImageFiles:
         )
 
 
-def check_class_count(layout: Layout, root: Path, found: int, expected: int | None) -> None:
-    """expected None accepts any count; otherwise a different count means an incomplete copy."""
-    if expected is not None and found != expected:
-        raise layout.missing(
-            root,
-            f"found {found} classes in {root}, expected {expected} (an incomplete copy? "
-            "dataset.num_classes=null takes the classes found)",
-        )
-
-
 def load_image_files(
     layout: Layout,
     root: Path,
@@ -95,16 +157,19 @@ def load_image_files(
     image_size: int,
     channels: int,
     fit: str,
-    num_classes: int | None,
+    expect: Expect,
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Decode the files of both splits once (or read them from the cache) into a dataset.
 
     split: a short name of the split for the cache file ("official", SplitRule.label). The cache
-    file is keyed by the list of files and labels, so adding images makes a new one.
+    file is keyed by the list of files and labels, so adding images makes a new one. expect: is
+    checked against the classes and file counts before anything is decoded.
     """
     check_image_options(layout.dataset, image_size, channels, fit)
-    check_class_count(layout, root, len(files.classes), num_classes)
+    expect.check(
+        layout.dataset, root, len(files.classes), len(files.train_paths), len(files.test_paths)
+    )
     for name, paths in (("training", files.train_paths), ("test", files.test_paths)):
         if not paths:
             raise layout.missing(root, f"no {name} images found in {root}")
@@ -150,7 +215,7 @@ def load_by_rule(
     """A dataset without an official split: the classes with at least min_images images (N-way
     identification for the face sets), renumbered, then split by `rule`.
 
-    options: load_image_files' image_size, channels, fit, num_classes and cache_dir (as made by
+    options: load_image_files' image_size, channels, fit, expect and cache_dir (as made by
     `decoding`).
     """
     if min_images < 1:
@@ -164,13 +229,53 @@ def load_by_rule(
 
 
 def decoding(
-    image_size: int, channels: int, fit: str, num_classes: int | None, cache: bool, cache_dir
+    image_size: int, channels: int, fit: str, expect: Expect, cache: bool, cache_dir
 ) -> dict:
     """The keywords of load_image_files that come straight from a loader's config keys."""
     return {
         "image_size": image_size,
         "channels": channels,
         "fit": fit,
-        "num_classes": num_classes,
+        "expect": expect,
         "cache_dir": cache_dir if cache else None,
     }
+
+
+def load_idx_dataset(
+    layout: Layout,
+    root: str | os.PathLike | None,
+    *,
+    subdir: str,
+    get: type,
+    hint: str,
+    image_size: int | None,
+    channels: int | None,
+    fit: str,
+    download: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
+) -> InMemoryDataset:
+    """An MNIST-layout dataset's loader: the four IDX_FILES in root or root/subdir (where the
+    torchvision class `get` downloads them when download is true), conformed and cached.
+
+    image_size and channels None keep those of the files; hint: how to get the files."""
+    name = layout.dataset
+    if root is None:
+        raise DatasetError(
+            f"{name}: no dataset.root given; expected a folder holding {', '.join(IDX_FILES)} "
+            f"(gzipped or not); {hint}"
+        )
+    root = Path(root).expanduser().absolute()
+
+    def present(folder: Path) -> bool:
+        return all(find_idx_file([folder, folder / subdir], stem) for stem in IDX_FILES)
+
+    if download:
+        fetch(layout, root, True, lambda r: get(r, download=True), present=present)
+    paths = find_idx_files(root, name, hint=hint, subdirs=(subdir,))
+    data = load_arrays(
+        name, root, paths, lambda: read_idx_pair(paths, name, hint=hint),
+        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
+    )  # fmt: skip
+    return expect.check_data(data, paths[0].parent)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 
 Loader = Callable[..., InMemoryDataset]
 
@@ -34,13 +34,24 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
 
 
 def load_dataset(name: str, **options) -> InMemoryDataset:
-    """Load the dataset registered as `name`, passing `options` to its loader."""
+    """Load the dataset registered as `name`, passing `options` to its loader; an `expect`
+    mapping (a config's expect block) becomes an Expect, None an Expect that checks nothing."""
     try:
         loader = DATASETS[name]
     except KeyError:
         raise ValueError(
             f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
         ) from None
+    if "expect" in options and options["expect"] is None:
+        options["expect"] = Expect()  # dataset.expect=null: nothing checked
+    if isinstance(options.get("expect"), Mapping):
+        try:
+            options["expect"] = Expect(**options["expect"])
+        except TypeError:
+            raise TypeError(
+                f"dataset {name!r}: expect takes the keys classes, train and test, "
+                f"got {sorted(options['expect'])}"
+            ) from None
     signature = inspect.signature(loader)
     try:
         signature.bind(**options)

@@ -1,4 +1,6 @@
-"""Train/test rules for datasets without an official split, and class selection (face sets)."""
+"""The split helpers: a stratified held-out fraction (validation sets, test sets of datasets
+without an official split), per-class counts, the seeded SplitRule of a dataset config, and
+class selection (face sets)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,40 @@ from dataclasses import dataclass
 
 import torch
 
-from asymbp.data.base import stratified_split
+
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split sample indices into (keep, heldout), holding out `fraction` of each class.
+
+    The held-out count is round(fraction * N) overall, shared among the classes by largest
+    remainder, and then clamped so that a class with at least two samples keeps at least one on
+    each side (a class with one sample stays on the keep side). Both index tensors are sorted
+    int64; the same labels and seed always give the same split.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    classes, counts = torch.unique(labels, sorted=True, return_counts=True)
+    exact = counts.double() * fraction
+    heldout_counts = exact.floor().long()
+    shortfall = round(fraction * labels.numel()) - int(heldout_counts.sum())
+    if shortfall > 0:
+        # Stable sort: ties between equal remainders go to the smaller class label.
+        order = torch.sort(exact - heldout_counts, descending=True, stable=True).indices
+        heldout_counts[order[:shortfall]] += 1
+    heldout_counts = torch.where(
+        counts >= 2, heldout_counts.clamp(min=1).minimum(counts - 1), torch.zeros_like(counts)
+    )
+
+    generator = torch.Generator().manual_seed(seed)
+    keep, heldout = [], []
+    for cls, n_heldout in zip(classes.tolist(), heldout_counts.tolist(), strict=True):
+        members = torch.nonzero(labels == cls).reshape(-1)
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        heldout.append(members[:n_heldout])
+        keep.append(members[n_heldout:])
+    return torch.cat(keep).sort().values, torch.cat(heldout).sort().values
 
 
 def per_class_split(

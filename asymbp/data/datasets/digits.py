@@ -5,12 +5,15 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits as sklearn_load_digits
 
-from asymbp.data.base import InMemoryDataset, stratified_split
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.registry import register_dataset
+from asymbp.data.splits import stratified_split
 
 
 @register_dataset("digits")
-def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> InMemoryDataset:
+def load_digits(
+    test_fraction: float, split_seed: int, expect: Expect
+) -> InMemoryDataset:
     """The 1797 UCI optical-recognition digits (8x8, grey values 0..16), 10 classes.
 
     There is no official split: `test_fraction` of each class is held out as the test set by
@@ -22,7 +25,7 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> InMemoryData
     images = (values * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
     labels = torch.from_numpy(bunch.target).long()
     train_idx, test_idx = stratified_split(labels, test_fraction, split_seed)
-    return InMemoryDataset(
+    data = InMemoryDataset(
         name="digits",
         train_images=images[train_idx],
         train_labels=labels[train_idx],
@@ -30,3 +33,4 @@ def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> InMemoryData
         test_labels=labels[test_idx],
         num_classes=10,
     )
+    return expect.check_data(data, "scikit-learn's load_digits")

@@ -1,9 +1,10 @@
-"""IDX files (LeCun's MNIST format, also Fashion-MNIST's), and the datasets stored in them.
+"""IDX files (LeCun's MNIST format, also Fashion-MNIST's), and a dataset stored as four of them.
 
 MNIST and Fashion-MNIST are read with the IDX reader here, not torchvision's classes: those want
 their own folder (root/MNIST/raw, files un-gzipped), whereas this reader takes the files gzipped or
 not, in root or in torchvision's folder, any number of images, and names a bad file. The classes
-serve for dataset.download=true (they download into root/MNIST/raw, which is looked in).
+serve for dataset.download=true (they download into root/MNIST/raw, which is looked in; see
+asymbp.data.pipeline.load_idx_dataset).
 
 An IDX file is a 4-byte magic number (two zero bytes, a type code, the number of dimensions), one
 big-endian uint32 per dimension, then the values, big-endian, in C order. Each file may be
@@ -17,17 +18,12 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import MNIST, FashionMNIST
 
 from asymbp.data.base import DatasetError, InMemoryDataset
-from asymbp.data.layout import Layout, fetch
-from asymbp.data.pipeline import load_arrays
-from asymbp.data.registry import Loader, register_dataset
 
 #: IDX type code -> big-endian numpy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -49,17 +45,6 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 
-#: Where Debian's dataset-fashion-mnist package puts the four files.
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_HINT = (
-    "get them from https://github.com/zalandoresearch/fashion-mnist or on Debian "
-    f"'apt-get install dataset-fashion-mnist' and set dataset.root={DEBIAN_FASHION_MNIST}"
-    " (or set dataset.download=true)"
-)
-MNIST_HINT = (
-    "get them from http://yann.lecun.com/exdb/mnist/ and set dataset.root=DIR "
-    "(or set dataset.download=true)"
-)
 
 
 def _open(path: Path):
@@ -120,7 +105,7 @@ def write_idx(path: str | os.PathLike, values: torch.Tensor | np.ndarray) -> Pat
     return path
 
 
-def _find(directories: list[Path], stem: str) -> Path | None:
+def find_idx_file(directories: list[Path], stem: str) -> Path | None:
     for directory in directories:
         for candidate in (directory / stem, directory / f"{stem}.gz"):
             if candidate.is_file():
@@ -136,7 +121,7 @@ def find_idx_files(
     directories = [root] + [root / sub for sub in subdirs]
     paths = []
     for stem in IDX_FILES:
-        path = _find(directories, stem)
+        path = find_idx_file(directories, stem)
         if path is None:
             where = root if root.is_dir() else f"{root} (no such directory)"
             raise DatasetError(f"{dataset_name}: no {stem}(.gz) in {where}; {_expected(hint)}")
@@ -208,72 +193,3 @@ def load_idx_pair(
     paths = find_idx_files(root, dataset_name, hint=hint, subdirs=subdirs)
     return read_idx_pair(paths, dataset_name, num_classes=num_classes, hint=hint)
 
-
-@dataclass(frozen=True)
-class IdxSet:
-    """An MNIST-layout dataset: how to get it, where torchvision's class downloads it (subdir of
-    root), that class, and the root used when none is given."""
-
-    layout: Layout
-    hint: str
-    subdir: str
-    torchvision_class: type
-    default_root: Path | None = None
-
-
-IDX_SETS = {
-    "mnist": IdxSet(
-        Layout("mnist", "http://yann.lecun.com/exdb/mnist/", contents=", ".join(IDX_FILES),
-               download=True),
-        MNIST_HINT, "MNIST/raw", MNIST,
-    ),
-    "fashion_mnist": IdxSet(
-        Layout("fashion_mnist", "https://github.com/zalandoresearch/fashion-mnist",
-               contents=", ".join(IDX_FILES), download=True),
-        FASHION_MNIST_HINT, "FashionMNIST/raw", FashionMNIST, DEBIAN_FASHION_MNIST,
-    ),
-}  # fmt: skip
-
-
-def _idx_loader(name: str, spec: IdxSet) -> Loader:
-    """The registered loader of an IdxSet; its keywords are the dataset config's keys."""
-
-    def load(
-        root: str | os.PathLike | None = spec.default_root,
-        image_size: int | None = None,
-        channels: int | None = None,
-        download: bool = False,
-        cache: bool = True,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> InMemoryDataset:
-        if root is None:
-            raise DatasetError(
-                f"{name}: no dataset.root given; expected a folder holding {', '.join(IDX_FILES)} "
-                f"(gzipped or not); {spec.hint}"
-            )
-        root = Path(root).expanduser().absolute()
-
-        def present(folder: Path) -> bool:
-            return all(_find([folder, folder / spec.subdir], stem) for stem in IDX_FILES)
-
-        if download:
-            get = spec.torchvision_class  # downloads into root/<its name>/raw
-            fetch(spec.layout, root, True, lambda r: get(r, download=True), present=present)
-        paths = find_idx_files(root, name, hint=spec.hint, subdirs=(spec.subdir,))
-        return load_arrays(
-            name, root, paths, lambda: read_idx_pair(paths, name, hint=spec.hint),
-            image_size=image_size, channels=channels, cache_dir=cache_dir if cache else None,
-        )  # fmt: skip
-
-    load.__name__ = load.__qualname__ = f"load_{name}"
-    load.__doc__ = (
-        f"{name}: the official split of the four IDX files in root (gzipped or not; any number "
-        "of images, of any size); image_size and channels None keep those of the files."
-    )
-    return load
-
-
-load_mnist = register_dataset("mnist")(_idx_loader("mnist", IDX_SETS["mnist"]))
-load_fashion_mnist = register_dataset("fashion_mnist")(
-    _idx_loader("fashion_mnist", IDX_SETS["fashion_mnist"])
-)

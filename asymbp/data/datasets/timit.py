@@ -12,6 +12,7 @@ of TEST (1344 utterances).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -20,16 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.cache import CacheKey, fingerprint, load_cached
+from asymbp.data.formats.sphere import read_audio
 from asymbp.data.layout import Layout
 from asymbp.data.registry import register_dataset
-from asymbp.data.sphere import read_audio
 
 TIMIT = Layout(
     "timit",
     "https://catalog.ldc.upenn.edu/LDC93S1",
-    contents="TRAIN/ and TEST/ (DR1..DR8/<speaker>/<sentence>.WAV and .PHN, any letter case)",
+    contents="TRAIN/ and TEST/ (DR1..DR8/<speaker>/<sentence>.WAV and .PHN, any letter case), "
+    "or LDC's TIMIT/ folder holding them",
 )
 #: The 61 phone labels of TIMIT's .PHN files.
 PHONES_61 = (
@@ -45,11 +47,12 @@ FOLD_39 = {
     **dict.fromkeys(("pcl", "tcl", "kcl", "bcl", "dcl", "gcl", "h#", "pau", "epi"), "sil"),
 }  # fmt: skip
 PHONES_39 = tuple(dict.fromkeys(FOLD_39.get(p, p) for p in PHONES_61 if FOLD_39.get(p, p)))
-#: The core test set's 24 speakers (2 men and 1 woman per dialect region).
+#: The core test set's 24 speakers (2 men and 1 woman per dialect region), as listed by
+#: kaldi-asr/kaldi egs/timit/s5/conf/test_spk.list.
 CORE_TEST_SPEAKERS = frozenset((
     "mdab0", "mwbt0", "felc0", "mtas1", "mwew0", "fpas0", "mjmp0", "mlnt0", "fpkt0", "mlll0",
     "mtls0", "fjlm0", "mbpm0", "mklt0", "fnlp0", "mcmj0", "mjdh0", "fmgd0", "mgrt0", "mnjm0",
-    "fdhc0", "mjln0", "mmjr0", "fmld0",
+    "fdhc0", "mjln0", "mpam0", "fmld0",
 ))  # fmt: skip
 TEST_SETS = ("core", "full")
 
@@ -116,11 +119,19 @@ def _phone_labels(path: Path, length: int, classes: dict[str, int]) -> np.ndarra
     return labels
 
 
-def _subfolder(root: Path, name: str) -> Path:
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.lower() == name.lower()]
-    if not found:
-        raise TIMIT.missing(root, f"no {name} folder in {root}")
-    return found[0]
+def _child(folder: Path, name: str) -> Path | None:
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.lower() == name.lower()]
+    return found[0] if found else None
+
+
+def corpus_folders(root: Path) -> tuple[Path, Path]:
+    """TRAIN/ and TEST/ (any letter case) in root or, as LDC's archive unpacks (timit/TIMIT/),
+    in its TIMIT/ folder."""
+    corpus = _child(root, "TIMIT")
+    for folder in (root, corpus):
+        if folder is not None and _child(folder, "TRAIN") and _child(folder, "TEST"):
+            return _child(folder, "TRAIN"), _child(folder, "TEST")
+    raise TIMIT.missing(root, f"no TRAIN and TEST folders in {root} or {root / 'TIMIT'}")
 
 
 def _utterances(folder: Path, include_sa: bool, speakers: frozenset[str] | None) -> list[Path]:
@@ -186,28 +197,34 @@ def _check_options(options: dict) -> None:
 @register_dataset("timit")
 def load_timit(
     root: str | os.PathLike,
-    phones: int = 39,
-    n_mels: int = 40,
-    context: int = 5,
-    frame_ms: float = 25.0,
-    hop_ms: float = 10.0,
-    test_set: str = "core",
-    include_sa: bool = False,
-    cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+    phones: int,
+    n_mels: int,
+    context: int,
+    frame_ms: float,
+    hop_ms: float,
+    test_set: str,
+    include_sa: bool,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Frames of TRAIN (train) and of the core or full TEST (test) as float32 feature vectors of
-    (2 context + 1) * n_mels log-mel energies, labelled with one of `phones` (39 or 61) classes."""
+    (2 context + 1) * n_mels log-mel energies, labelled with one of `phones` (39 or 61) classes.
+
+    expect: train and test count utterances (checked before the features are computed),
+    classes the phone classes found in the frames."""
     options = {
         "phones": phones, "n_mels": n_mels, "context": context, "frame_ms": frame_ms,
         "hop_ms": hop_ms, "test_set": test_set, "include_sa": include_sa,
     }  # fmt: skip
     _check_options(options)
     root = TIMIT.check(root)
-    folders = [_subfolder(root, "TRAIN"), _subfolder(root, "TEST")]
+    folders = corpus_folders(root)
     speakers = CORE_TEST_SPEAKERS if test_set == "core" else None
     train = _utterances(folders[0], include_sa, None)
     test = _utterances(folders[1], include_sa, speakers)
+    utterances = dataclasses.replace(expect, classes=None)
+    utterances.check("timit", folders[0].parent, 0, len(train), len(test), "utterances")
     key = CacheKey(
         "timit",
         f"{test_set}test" + ("+sa" if include_sa else ""),
@@ -220,4 +237,5 @@ def load_timit(
         (train_x, train_y), (test_x, test_y) = (frame_features(u, options) for u in (train, test))
         return InMemoryDataset("timit", train_x, train_y, test_x, test_y, num_classes=phones)
 
-    return load_cached(key, build, cache_dir if cache else None)
+    data = load_cached(key, build, cache_dir if cache else None)
+    return dataclasses.replace(expect, train=None, test=None).check_data(data, folders[0].parent)

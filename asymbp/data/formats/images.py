@@ -1,5 +1,6 @@
-"""Images as uint8 tensors of one size: image files (JPEG, PNG, PPM, ...) decoded, resized and
-converted to grey or RGB (a few unreadable files skipped with a warning), arrays resized."""
+"""Images as uint8 tensors of one size: image files (JPEG, PNG, PPM, ...) found in folders,
+decoded, resized and converted to grey or RGB (a few unreadable files skipped with a warning),
+arrays resized."""
 
 from __future__ import annotations
 
@@ -31,6 +32,25 @@ UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 # Pillow releases the GIL while decoding, so threads decode in parallel.
 WORKERS = min(8, os.cpu_count() or 1)
 CHUNK = 4096
+
+
+def _hidden(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+def images_below(folder: Path) -> list[Path]:
+    """The image files (IMAGE_SUFFIXES) at any depth below folder, sorted by path; hidden entries
+    (.DS_Store, ._name, .git/) skipped."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and not _hidden(path, folder) and path.is_file()
+    )
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The folders directly in folder, sorted by name; hidden ones skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def check_image_options(
@@ -116,16 +136,23 @@ def _chunked(images: torch.Tensor, transform) -> torch.Tensor:
     return torch.cat(parts) if parts else images
 
 
-def conform(images: torch.Tensor, image_size: int | None, channels: int | None) -> torch.Tensor:
+def conform(
+    images: torch.Tensor, image_size: int | None, channels: int | None, fit: str = "stretch"
+) -> torch.Tensor:
     """uint8 (N, C, H, W) images with `channels` channels (3 -> 1: ITU-R 601 luma as Pillow's
-    "L"; 1 -> 3: grey repeated) and image_size x image_size pixels (antialiased bilinear).
-    None keeps what the files hold."""
+    "L"; 1 -> 3: grey repeated) and image_size x image_size pixels (antialiased bilinear; fit
+    "crop" first cuts the centre square of non-square images). None keeps what the files hold."""
     if channels is not None and channels != images.shape[1]:
         if channels == 3:
             images = images.expand(-1, 3, -1, -1)
         else:
             luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             images = _chunked(images, lambda x: (x * luma).sum(1, keepdim=True))
+    height, width = images.shape[-2:]
+    if image_size is not None and fit == "crop" and height != width:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        images = images[..., top : top + side, left : left + side]
     if image_size is not None and tuple(images.shape[-2:]) != (image_size, image_size):
         size = (image_size, image_size)
         images = _chunked(images, lambda x: F.interpolate(x, size, mode="bilinear", antialias=True))

@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from asymbp.data.base import InMemoryDataset
+from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.registry import register_dataset
 
 
 @register_dataset("synthetic")
 def load_synthetic(
-    num_classes: int = 10,
-    channels: int = 1,
-    size: int = 8,
-    train_size: int = 512,
-    test_size: int = 256,
-    noise: float = 0.5,
-    seed: int = 0,
+    num_classes: int,
+    channels: int,
+    size: int,
+    train_size: int,
+    test_size: int,
+    noise: float,
+    seed: int,
+    expect: Expect,
 ) -> InMemoryDataset:
     """Each class has a fixed random prototype image with pixels uniform in [0, 1]; a sample is
     its class's prototype plus N(0, noise^2) per pixel, clipped to [0, 1] and quantized to uint8.
@@ -48,7 +49,7 @@ def load_synthetic(
 
     train_images, train_labels = draw(train_size, train_seq)
     test_images, test_labels = draw(test_size, test_seq)
-    return InMemoryDataset(
+    data = InMemoryDataset(
         name="synthetic",
         train_images=train_images,
         train_labels=train_labels,
@@ -56,3 +57,4 @@ def load_synthetic(
         test_labels=test_labels,
         num_classes=num_classes,
     )
+    return expect.check_data(data, "the generated data")

@@ -1,0 +1,62 @@
+"""PubFig83 (Pinto et al. 2011): 13838 face images of 83 public figures, one folder per person, as
+pubfig83.v1.tgz (http://vision.seas.harvard.edu/pubfig83/) unpacks: pubfig83/<person>/*.jpg.
+83-way identification; no official split, a seeded per-class rule."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.formats.images import images_below, subfolders
+from asymbp.data.layout import Layout
+from asymbp.data.pipeline import decoding, load_by_rule
+from asymbp.data.registry import register_dataset
+from asymbp.data.splits import SplitRule
+
+PUBFIG83 = Layout(
+    "pubfig83",
+    "http://vision.seas.harvard.edu/pubfig83/ (pubfig83.v1.tgz, Pinto et al. 2011)",
+    contents="one folder of face images per person (83 folders); pubfig83.v1.tgz unpacks to "
+    "pubfig83/<person>/, so extract it in the folder above dataset.root",
+)
+
+
+def person_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """(image paths, labels, names): one class per folder of root, its images at any depth."""
+    people = subfolders(root)
+    if not people:
+        raise PUBFIG83.missing(root, f"no person folders in {root}")
+    paths, labels = [], []
+    for label, folder in enumerate(people):
+        found = images_below(folder)
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels, [folder.name for folder in people]
+
+
+@register_dataset("pubfig83")
+def load_pubfig83(
+    root: str | os.PathLike,
+    image_size: int,
+    channels: int,
+    fit: str,
+    train_per_class: int | None,
+    test_per_class: int | None,
+    test_fraction: float | None,
+    split_seed: int,
+    min_images: int,
+    expect: Expect,
+    cache: bool,
+    cache_dir: str | os.PathLike | None,
+) -> InMemoryDataset:
+    """PubFig83 (Pinto et al. 2011): 83-way identification, one folder of images per person,
+    no official split: a seeded per-class rule."""
+    root = PUBFIG83.check(root)
+    paths, labels, classes = person_folders(root)
+    return load_by_rule(
+        PUBFIG83, root, paths, labels, classes,
+        rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
+        min_images=min_images,
+        **decoding(image_size, channels, fit, expect, cache, cache_dir),
+    )  # fmt: skip
