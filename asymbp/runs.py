@@ -29,6 +29,8 @@ NON_IDENTITY_KEYS = (
     "dataset.cache",
     "dataset.cache_dir",
     "dataset.download",
+    "logger",
+    "plugins",
 )
 DONE = "DONE"
 CONFIG = "config.yaml"
@@ -36,6 +38,9 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
 LOG = "train.log"
+FAILED = "FAILED"
+TENSORBOARD = "tensorboard"  # folder of TensorBoard event files (logger=tensorboard)
+MLFLOW_RUN = "mlflow_run_id"  # the MLflow run this run directory logs to (logger=mlflow)
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from asymbp import runs
+from asymbp import loggers, plugins, runs
 from asymbp.build import (
     ConfigError,
     configure_torch,
@@ -148,6 +148,7 @@ def run(
     A finished run (DONE) is skipped; an interrupted one resumes from its last completed epoch.
     `on_epoch_end(epoch)` is called after each epoch is saved (tests use it to interrupt a run).
     """
+    plugins.load(cfg.plugins)  # user code registering datasets and models
     validate(cfg)
     run_dir = Path(out_dir) if out_dir is not None else runs.run_directory(cfg)
     if cfg.force:
@@ -168,13 +169,15 @@ def run(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_text(run_dir / runs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    with _logging_to(run_dir):
+    with _logging_to(run_dir), loggers.open_logger(cfg, run_dir) as logger:
         return _train(
-            cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_epoch_end
+            cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_epoch_end, logger
         )
 
 
-def _train(cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_epoch_end) -> dict:
+def _train(
+    cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_epoch_end, logger
+) -> dict:
     log.info("%s", splits.description)
     history, wall_seconds = [], 0.0
     checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT, device)
@@ -219,6 +222,7 @@ def _train(cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_
             row["test_acc"], row["seconds"], " DIVERGED" if result.diverged else "",
         )  # fmt: skip
         _write_history(run_dir, history)
+        logger.log_epoch(row)
         if result.diverged:
             diverged = True
             break

@@ -39,6 +39,7 @@ def settings(job: list[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in job)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset, jobs",
     [
@@ -116,6 +117,7 @@ def test_parallel_launchers_finish_a_small_sweep(tmp_path, launcher):
     assert threads == {1}  # 2 cores / 2 joblib jobs, or submitit's cpus_per_task
 
 
+@pytest.mark.slow
 def test_reproduce_demo_profile_writes_the_report_with_every_row(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(

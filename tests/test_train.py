@@ -24,8 +24,7 @@ SYNTHETIC = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=1
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds"]
 METRIC_KEYS = {
     "test_acc", "test_error", "val_acc", "best_val_acc", "epochs_completed", "diverged",
-    "wall_seconds", "device", "torch_version", "seed", "dataset", "model", "feedback", "norm",
-    "optimizer",
+    "wall_seconds", "device", "torch_version", "seed", *GROUPS,
 }  # fmt: skip
 
 
@@ -216,6 +215,7 @@ def test_values_out_of_range_raise_config_error_naming_the_key(make_config, over
     assert not runs.run_directory(cfg).exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_with_one_line_and_no_done(tmp_path):
     out = tmp_path / "outputs"
     result = run_cli("feedback=sc", "feedback.concordance=2", f"output_root={out}")
