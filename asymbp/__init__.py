@@ -7,8 +7,9 @@ from asymbp.layers import (
     asymmetric_layers,
     convert,
     exact_backprop,
+    update_feedback_after_steps,
 )
-from asymbp.metrics import error_alignment, weight_alignment
+from asymbp.metrics import backward_alignment, error_alignment, weight_alignment
 from asymbp.optim import BatchManhattan
 
 __all__ = [
@@ -18,9 +19,11 @@ __all__ = [
     "BatchManhattan",
     "FeedbackRule",
     "asymmetric_layers",
+    "backward_alignment",
     "convert",
     "error_alignment",
     "exact_backprop",
     "make_rule",
+    "update_feedback_after_steps",
     "weight_alignment",
 ]

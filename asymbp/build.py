@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from asymbp.config import CONFIG_DIR, GROUPS
 from asymbp.data import DATASETS
 from asymbp.feedback import FeedbackRule, make_rule
-from asymbp.layers import convert
+from asymbp.layers import convert, update_feedback_after_steps
 from asymbp.models import MODELS, build_model
 from asymbp.optim import BatchManhattan
 from asymbp.runs import NAME_MAX
@@ -255,9 +255,11 @@ def make_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) 
             batch_norm=cfg.norm.batch_norm,
             **options,
         )
-    return convert(
-        model, feedback_rule(cfg), last_layer_bp=cfg.feedback.last_layer_bp, seed=cfg.seed
-    )
+    # e.g. DFA on a residual model: a one-line config error
+    with _constructing(f"feedback={cfg.feedback.name} with model={cfg.model.name}"):
+        return convert(
+            model, feedback_rule(cfg), last_layer_bp=cfg.feedback.last_layer_bp, seed=cfg.seed
+        )
 
 
 def _make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -272,6 +274,7 @@ def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optim
     norm = cfg.norm
     if norm.batch_manhattan:
         optimizer = BatchManhattan(optimizer, scope=norm.scope, sign_of=norm.sign_of, model=model)
+    update_feedback_after_steps(model, optimizer)  # weight mirror: V learns between steps
     return optimizer
 
 

@@ -1,8 +1,33 @@
-"""Feedback rules: how the backward weights V are made from the forward weights W.
+"""Feedback rules: how the backward weights V are made from the forward weights W, or (DFA) where
+each layer's error comes from instead.
 
-Each rule is a small immutable object. `make_state` draws the layer's fixed random state once (it is
-registered as buffers on the layer, so it is saved, moved and restored with the model);
-`feedback_weight` builds V from the current W and that state at every training step.
+Each rule is one small frozen dataclass; its fields are its options. There are three kinds, and a
+rule says which it is with class attributes; the layers (asymbp/layers.py) do the rest.
+
+1. Local rules with fixed or redrawn V (bp, usf, brsf, frsf, rndf, sc): `make_state` draws the
+   layer's random state once (registered as buffers on the layer, so it is saved, moved and restored
+   with the model); `feedback_weight(W, state)` builds V from the current W and that state at every
+   training step. The layer sends grad_out V to its input.
+
+2. Local rules with learned V (kp, wm): `make_state` returns V's random start under the name
+   `backward_weight` (plus any counters), and `feedback_weight` returns that tensor. The state lives
+   on the layer like any other, so checkpoints, resume and `.to(device)` carry it. V is learned in
+   one of two ways:
+   - `trains_with_optimizer = True` (kp): the state is registered as nn.Parameters, and the layer's
+     backward gives V exactly the gradient W receives. An optimizer built from `model.parameters()`
+     (after `convert`) then applies to V the same weight decay, momentum, Adam moments and Batch
+     Manhattan sign as to W, with W's parameter group.
+   - `update_state(layer)` (wm): called for every layer after each optimizer step (see
+     `asymbp.layers.update_feedback_after_steps`), with W frozen; it may use the layer's
+     `noise_response` / `weight_correlation` to probe W without touching the data.
+
+3. Global-error rules (dfa): `routes_global_error = True`. The error e at the model's output (the
+   logits) is captured once per backward pass; a layer sends e B to its input, B being the fixed
+   random matrix returned by `direct_feedback(state, classes, input_shape)`. The layer's own weight
+   gradient is still its local one (grad_out x input). `feedback_weight` returns None (there is no
+   V shaped like W). Only chains of layers (no residual blocks) can take such a rule.
+
+`name_options` lists the options that change what is computed and so belong in a run's name.
 """
 
 from __future__ import annotations
@@ -39,7 +64,13 @@ class FeedbackRule:
     redraws_every_batch: ClassVar[bool] = False
     #: True when V is W itself: the layer can use PyTorch's own autograd.
     is_exact: ClassVar[bool] = False
-    #: Options whose values go into the run directory's name (asymbp.runs.run_id), e.g. sc0.5.
+    #: True when the state is V itself, registered as Parameters and given W's gradient (kp).
+    trains_with_optimizer: ClassVar[bool] = False
+    #: True when `update_state` changes the state between training steps (wm).
+    updates_between_steps: ClassVar[bool] = False
+    #: True when each layer receives the output error through a fixed matrix (dfa).
+    routes_global_error: ClassVar[bool] = False
+    #: The options that change what is computed, named in the run directory (contract 7).
     name_options: ClassVar[tuple[str, ...]] = ()
 
     def make_state(
@@ -48,7 +79,18 @@ class FeedbackRule:
         """The layer's fixed random state, drawn once on the CPU (same values on every device)."""
         return {}
 
-    def feedback_weight(self, weight: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    def feedback_weight(
+        self, weight: torch.Tensor, state: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def update_state(self, layer) -> None:
+        """Learned feedback: change the layer's state after an optimizer step (W frozen)."""
+
+    def direct_feedback(
+        self, state: dict[str, torch.Tensor], classes: int, input_shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Global-error rules: the fixed matrix B (classes x prod(input_shape)), on the CPU."""
         raise NotImplementedError
 
     def options(self) -> dict:
@@ -191,7 +233,132 @@ class SC(RandomMagnitudeRule):
         return self._scaled(v, weight)
 
 
-RULES: dict[str, type[FeedbackRule]] = {rule.name: rule for rule in (BP, USF, BRSF, FRSF, RNDF, SC)}
+def _random_like_init(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random start for a learned V: uniform, zero mean, with the std of W's initialization."""
+    bound = math.sqrt(3.0) * weight.detach().float().std().item() if weight.numel() > 1 else 0.0
+    return torch.rand(weight.shape, generator=generator).mul_(2 * bound).sub_(bound)
+
+
+@dataclass(frozen=True)
+class KP(FeedbackRule):
+    """Kolen-Pollack (Kolen & Pollack 1994; Akrout et al. 2019): V starts at its own random value
+    and receives exactly W's update (gradient, weight decay, optimizer, Batch Manhattan sign), so
+    V - W shrinks by the weight-decay factor at every step."""
+
+    name: ClassVar[str] = "kp"
+    trains_with_optimizer: ClassVar[bool] = True
+
+    def make_state(self, weight, generator):
+        return {"backward_weight": _random_like_init(weight, generator)}
+
+    def feedback_weight(self, weight, state):
+        return state["backward_weight"]
+
+
+@dataclass(frozen=True)
+class WM(FeedbackRule):
+    """Weight mirror (Akrout et al. 2019): after every `every`-th optimizer step, `steps` times,
+    zero-mean Gaussian noise x (std `noise_std`, `batch` samples) enters the layer, y = W x without
+    bias, and V <- V + lr * mean(y x^T) - weight_decay * V. As E[y x^T] = noise_std^2 W, V tends to
+    c W with c = lr * noise_std^2 / weight_decay, averaging ~1 / weight_decay noise batches.
+
+    At its first update (after the first training step, which V0 serves), V is first mirrored
+    `warmup_steps` times from its random start V0 with the same rule on the schedule
+    lr_k = (lr / weight_decay) / k, weight_decay_k = 1 / k (k = 1, 2, ...): the running mean of
+    k mirror estimates, so V starts at c W without the random start's long decay."""
+
+    name: ClassVar[str] = "wm"
+    updates_between_steps: ClassVar[bool] = True
+    name_options: ClassVar[tuple[str, ...]] = ("every", "steps", "lr", "weight_decay")
+
+    every: int = 1
+    steps: int = 1
+    warmup_steps: int = 100
+    batch: int = 128
+    noise_std: float = 1.0
+    lr: float = 0.01
+    weight_decay: float = 0.01
+
+    def __post_init__(self):
+        for key in ("every", "steps", "batch"):
+            value = getattr(self, key)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"feedback {key} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+            raise ValueError(
+                f"feedback warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"
+            )
+        for key in ("noise_std", "lr"):
+            value = getattr(self, key)
+            if not (isinstance(value, int | float) and value > 0):
+                raise ValueError(f"feedback {key} must be a number > 0, got {value!r}")
+        if not (isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < 1):
+            raise ValueError(
+                f"feedback weight_decay must be a number in [0, 1), got {self.weight_decay!r}"
+            )
+
+    def make_state(self, weight, generator):
+        return {
+            "backward_weight": _random_like_init(weight, generator),
+            "mirror_calls": torch.zeros((), dtype=torch.int64),
+        }
+
+    def feedback_weight(self, weight, state):
+        return state["backward_weight"]
+
+    def update_state(self, layer):
+        state = layer.feedback_state()
+        calls = int(state["mirror_calls"])
+        state["mirror_calls"].add_(1)
+        schedule = []
+        if calls == 0 and self.weight_decay > 0:
+            ratio = self.lr / self.weight_decay
+            schedule += [(ratio / k, 1.0 / k) for k in range(1, self.warmup_steps + 1)]
+        if calls % self.every == 0:
+            schedule += [(self.lr, self.weight_decay)] * self.steps
+        v = state["backward_weight"]
+        for lr, weight_decay in schedule:
+            x, y = layer.noise_response(self.batch, self.noise_std)
+            v.mul_(1.0 - weight_decay).add_(layer.weight_correlation(x, y), alpha=lr)
+
+
+@dataclass(frozen=True)
+class DFA(FeedbackRule):
+    """Direct feedback alignment (Nokland 2016): every layer sends e B to its input, e being the
+    error at the logits and B a fixed random matrix (classes x the input's D values) with entries
+    uniform on [-scale / sqrt(D), scale / sqrt(D)]: PyTorch's initialization of a linear layer
+    from that input straight to the classes, so e B is on the scale of the error backprop sends."""
+
+    name: ClassVar[str] = "dfa"
+    routes_global_error: ClassVar[bool] = True
+    name_options: ClassVar[tuple[str, ...]] = ("scale",)
+
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if not (isinstance(self.scale, int | float) and self.scale > 0):
+            raise ValueError(f"feedback scale must be a number > 0, got {self.scale!r}")
+
+    def make_state(self, weight, generator):
+        # B's shape is known at the first backward pass; its seed is drawn now, so B is fixed.
+        return {"feedback_seed": torch.randint(0, 2**62, (), generator=generator)}
+
+    def feedback_weight(self, weight, state):
+        return None
+
+    def direct_feedback(self, state, classes, input_shape):
+        generator = torch.Generator().manual_seed(int(state["feedback_seed"]))
+        size = math.prod(input_shape)
+        bound = self.scale / math.sqrt(size)
+        b = torch.rand((classes, size), generator=generator, dtype=torch.float64)
+        return b.mul_(2 * bound).sub_(bound)
+
+
+#: Every rule by name, in the order of tables and figures: backprop, the paper's sign-concordant
+#: rules and random feedback, then the rules that learn V (kp, wm) and direct feedback alignment.
+RULES: dict[str, type[FeedbackRule]] = {
+    rule.name: rule for rule in (BP, USF, BRSF, FRSF, RNDF, SC, KP, WM, DFA)
+}
 
 
 def make_rule(name: str, **options) -> FeedbackRule:

@@ -2,13 +2,16 @@
 
 The forward pass is PyTorch's own. In the backward pass the error sent to the layer's input goes
 through the feedback weights V, while the weight and bias gradients stay the true local ones
-(error arriving at the layer x its input).
+(error arriving at the layer x its input). Where V is a Parameter (Kolen-Pollack), it receives the
+weight gradient too. Under a global-error rule (DFA) the input error is e B instead, e being the
+error at the model's output, captured by `GlobalError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -16,42 +19,68 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from asymbp.feedback import FeedbackRule, make_rule
+from asymbp.models import RESIDUAL_BLOCKS
+
+#: Added to convert's seed for the feedback state's generator (any constant != 0 does).
+FEEDBACK_SEED_OFFSET = 0x5EED_FEED
+#: Output positions per side of a convolutional weight mirror's noise response (ours).
+MIRROR_SIDE = 4
+#: direct_error(input_shape, dtype) -> the error a global-error layer sends to its input.
+DirectError = Callable[[torch.Size, torch.dtype], torch.Tensor]
 
 
 class AsymmetricLinearFunction(torch.autograd.Function):
-    """y = x W^T + b; backward: dx = dy V, dW = dy^T x, db = sum dy."""
+    """y = x W^T + b; backward: dx = dy V (or direct_error), dW = dy^T x, db = sum dy, and dV = dW
+    where V requires a gradient (Kolen-Pollack)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, feedback_weight):
+    def forward(ctx, x, weight, bias, feedback_weight, direct_error: DirectError | None = None):
         ctx.save_for_backward(x, feedback_weight)
+        ctx.direct_error = direct_error
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, feedback_weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
         grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ feedback_weight.to(grad_out.dtype)
-        if ctx.needs_input_grad[1]:
+        if needs[0]:
+            if ctx.direct_error is not None:
+                grad_x = ctx.direct_error(x.shape, grad_out.dtype)
+            else:
+                grad_x = grad_out @ feedback_weight.to(grad_out.dtype)
+        if needs[1] or needs[3]:
             grad_weight = grad_out.reshape(-1, grad_out.shape[-1]).mT @ x.reshape(
                 -1, x.shape[-1]
             ).to(grad_out.dtype)
-        if ctx.needs_input_grad[2]:
+        if needs[2]:
             grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)
-        return grad_x, grad_weight, grad_bias, None
+        return (
+            grad_x,
+            grad_weight if needs[1] else None,
+            grad_bias,
+            grad_weight if needs[3] else None,
+            None,
+        )
 
 
 class AsymmetricConv2dFunction(torch.autograd.Function):
     """2-d convolution whose input gradient is a transposed convolution with V.
 
     One `convolution_backward` call gives all three gradients: handed V in place of W, its input
-    gradient uses V, while its weight and bias gradients never read the weight's values."""
+    gradient uses V, while its weight and bias gradients never read the weight's values. Where V
+    requires a gradient (Kolen-Pollack) it gets the weight gradient; under a global-error rule
+    (feedback_weight None) the input gradient is direct_error's."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, feedback_weight, stride, padding, dilation, groups):
-        ctx.save_for_backward(x, feedback_weight)
+    def forward(
+        ctx, x, weight, bias, feedback_weight, stride, padding, dilation, groups,
+        direct_error: DirectError | None = None,
+    ):  # fmt: skip
+        ctx.save_for_backward(x, weight if feedback_weight is None else feedback_weight)
         ctx.conv_args = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None
+        ctx.direct_error = direct_error
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
@@ -59,6 +88,7 @@ class AsymmetricConv2dFunction(torch.autograd.Function):
         x, feedback_weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv_args
         needs = ctx.needs_input_grad
+        direct = ctx.direct_error is not None
         grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad_out,
             x.to(grad_out.dtype),
@@ -70,9 +100,32 @@ class AsymmetricConv2dFunction(torch.autograd.Function):
             False,
             [0, 0],
             groups,
-            [needs[0], needs[1], ctx.has_bias and needs[2]],
+            [needs[0] and not direct, needs[1] or needs[3], ctx.has_bias and needs[2]],
         )
-        return grad_x, grad_weight, grad_bias, None, None, None, None, None
+        if needs[0] and direct:
+            grad_x = ctx.direct_error(x.shape, grad_out.dtype)
+        return (
+            grad_x,
+            grad_weight if needs[1] else None,
+            grad_bias,
+            grad_weight if needs[3] else None,
+            *(None,) * 5,
+        )
+
+
+class GlobalError:
+    """Forward hook on a model under a global-error rule: keeps e = dL/d(output) of the latest
+    backward pass, which reaches the output before any layer's backward runs."""
+
+    def __init__(self) -> None:
+        self.error: torch.Tensor | None = None
+
+    def _keep(self, grad: torch.Tensor) -> None:
+        self.error = grad
+
+    def __call__(self, module, args, output) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(self._keep)
 
 
 class AsymmetricLayer:
@@ -82,21 +135,56 @@ class AsymmetricLayer:
     #: While True (see `exact_backprop`) the layer back-propagates exactly, through W.
     exact: bool
 
+    #: The model's output error under a global-error rule (set by `convert`), else None.
+    global_error: GlobalError | None = None
+
     def _setup_feedback(self, rule: FeedbackRule, generator: torch.Generator) -> None:
         self.feedback_rule = rule
         self.exact = False
         self._feedback_state_names = []
+        self._direct_cache: tuple[tuple, torch.Tensor] | None = None
         for name, value in rule.make_state(self.weight, generator).items():
-            self.register_buffer(name, value.to(self.weight.device, self.weight.dtype))
+            value = value.to(self.weight.device)
+            if value.is_floating_point():
+                value = value.to(self.weight.dtype)
+            if rule.trains_with_optimizer:
+                self.register_parameter(name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
             self._feedback_state_names.append(name)
 
     def feedback_state(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name) for name in self._feedback_state_names}
 
-    def feedback_weight(self) -> torch.Tensor:
-        """V for the current W (a fresh draw for brSF)."""
+    def feedback_parameters(self) -> list[nn.Parameter]:
+        """The learned V that the optimizer trains alongside W (Kolen-Pollack), else []."""
+        if not self.feedback_rule.trains_with_optimizer:
+            return []
+        return list(self.feedback_state().values())
+
+    def feedback_weight(self) -> torch.Tensor | None:
+        """V for the current W (a fresh draw for brSF); None under a global-error rule."""
         with torch.no_grad():
             return self.feedback_rule.feedback_weight(self.weight, self.feedback_state())
+
+    def _direct_error(self) -> DirectError | None:
+        return self.direct_input_error if self.feedback_rule.routes_global_error else None
+
+    def direct_input_error(self, input_shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """e B: the model's output error e (batch x classes, or batch x any output shape,
+        flattened) through this layer's fixed B."""
+        error = None if self.global_error is None else self.global_error.error
+        if error is None or error.dim() < 2 or error.shape[0] != input_shape[0]:
+            raise RuntimeError(
+                f"feedback={self.feedback_rule.name} needs the error at the model's output "
+                "(batch first): compute the loss from the output of the converted model itself"
+            )
+        error = error.flatten(1)
+        key = (error.shape[1], tuple(input_shape[1:]), error.device, dtype)
+        if self._direct_cache is None or self._direct_cache[0] != key:
+            b = self.feedback_rule.direct_feedback(self.feedback_state(), key[0], key[1])
+            self._direct_cache = (key, b.to(error.device, dtype))
+        return (error.to(dtype) @ self._direct_cache[1]).view(input_shape)
 
     def _uses_autograd(self) -> bool:
         # Native autograd is exact for BP and costs nothing where no backward pass follows.
@@ -113,7 +201,20 @@ class AsymmetricLinear(AsymmetricLayer, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._uses_autograd():
             return F.linear(x, self.weight, self.bias)
-        return AsymmetricLinearFunction.apply(x, self.weight, self.bias, self.feedback_weight())
+        return AsymmetricLinearFunction.apply(
+            x, self.weight, self.bias, self.feedback_weight(), self._direct_error()
+        )
+
+    def noise_response(self, n: int, std: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """n zero-mean Gaussian inputs x (std `std`) and y = W x, without bias."""
+        x = torch.randn(n, self.in_features, device=self.weight.device, dtype=self.weight.dtype)
+        x.mul_(std)
+        return x, F.linear(x, self.weight)
+
+    @staticmethod
+    def weight_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """mean over samples of y x^T, shaped like W."""
+        return y.mT @ x / x.shape[0]
 
 
 class AsymmetricConv2d(AsymmetricLayer, nn.Conv2d):
@@ -148,7 +249,31 @@ class AsymmetricConv2d(AsymmetricLayer, nn.Conv2d):
             list(padding),
             list(self.dilation),
             self.groups,
+            self._direct_error(),
         )
+
+    def noise_response(self, n: int, std: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """n zero-mean Gaussian inputs x (std `std`) and y = conv(x, W) without bias or padding.
+
+        x is just large enough for MIRROR_SIDE x MIRROR_SIDE output positions, so that every
+        kernel tap sees the same number of noise pixels (no padding biases the correlation)."""
+        side = [
+            d * (k - 1) + 1 + s * (MIRROR_SIDE - 1)
+            for d, k, s in zip(self.dilation, self.kernel_size, self.stride, strict=True)
+        ]
+        x = torch.randn(
+            n, self.in_channels, *side, device=self.weight.device, dtype=self.weight.dtype
+        ).mul_(std)
+        return x, F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+    def weight_correlation(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The convolutional y x^T: the weight gradient of conv(x, .) for output gradient y,
+        averaged over samples and output positions."""
+        _, correlation, _ = torch.ops.aten.convolution_backward(
+            y, x, self.weight, None, list(self.stride), [0, 0], list(self.dilation), False,
+            [0, 0], self.groups, [False, True, False],
+        )  # fmt: skip
+        return correlation / (y.shape[0] * math.prod(y.shape[2:]))
 
 
 def _twin(module: nn.Module, rule: FeedbackRule, generator: torch.Generator) -> nn.Module:
@@ -207,9 +332,13 @@ def convert(
     Normalization, pooling and activations are left alone. Returns `model`.
     """
     rule = make_rule(feedback, **options)
+    if rule.routes_global_error:
+        _check_chain(model, rule)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    generator = torch.Generator().manual_seed(seed)
+    # Offset so that seed s never replays torch.manual_seed(s)'s stream, which initialized W: with
+    # the same stream the first layer's uniform draws would be W's own (kp and wm's V0 = W0).
+    generator = torch.Generator().manual_seed(seed + FEEDBACK_SEED_OFFSET)
     layers = convertible_layers(model)
     if layers and layers[0][0] == "":
         raise ValueError(
@@ -221,7 +350,39 @@ def convert(
         twin = _twin(module, layer_rule, generator)
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, twin)
+    if rule.routes_global_error:
+        global_error = GlobalError()
+        model.register_forward_hook(global_error)
+        for _, layer in asymmetric_layers(model):
+            layer.global_error = global_error
     return model
+
+
+def _check_chain(model: nn.Module, rule: FeedbackRule) -> None:
+    """A global-error rule needs every layer's output to reach the logits through the next layer
+    only: residual blocks, whose shortcut bypasses layers, cannot take it."""
+    residual = [type(m).__name__ for m in model.modules() if isinstance(m, RESIDUAL_BLOCKS)]
+    if residual:
+        raise ValueError(
+            f"feedback={rule.name} needs a chain of layers, but the model has residual blocks "
+            f"({residual[0]}): use a sequential model (mlp, paper_cnn, lenet5)"
+        )
+
+
+def update_feedback(model: nn.Module) -> None:
+    """Let every layer whose rule learns V between steps (weight mirror) update it, W frozen."""
+    with torch.no_grad():
+        for _, layer in asymmetric_layers(model):
+            if layer.feedback_rule.updates_between_steps:
+                layer.feedback_rule.update_state(layer)
+
+
+def update_feedback_after_steps(model: nn.Module, optimizer: torch.optim.Optimizer):
+    """Call `update_feedback(model)` after every `optimizer.step()`; returns the hook's handle.
+    Nothing is registered when no layer of `model` updates its feedback between steps."""
+    if not any(m.feedback_rule.updates_between_steps for _, m in asymmetric_layers(model)):
+        return None
+    return optimizer.register_step_post_hook(lambda *_: update_feedback(model))
 
 
 @contextlib.contextmanager

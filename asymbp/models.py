@@ -244,6 +244,14 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(out), 1))
 
 
+#: Blocks with a shortcut around layers: global-error rules (DFA) cannot run through them.
+RESIDUAL_BLOCKS: tuple[type[nn.Module], ...] = (
+    BasicBlock,
+    torchvision.models.resnet.BasicBlock,
+    torchvision.models.resnet.Bottleneck,
+)
+
+
 @register_model("resnet20")
 def resnet20(*, in_channels: int, image_size: int, num_classes: int, batch_norm: bool) -> nn.Module:
     """ResNet-20 for CIFAR-size inputs (any image size works: it ends in global pooling)."""

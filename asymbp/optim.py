@@ -13,12 +13,14 @@ SIGN_OF = ("gradient", "update")
 
 
 def layer_weights(model: nn.Module) -> list[nn.Parameter]:
-    """The weights of every Linear and Conv layer (not biases, not normalization parameters)."""
-    return [
-        m.weight
-        for m in model.modules()
-        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd) and m.weight is not None
-    ]
+    """The weights of every Linear and Conv layer (not biases, not normalization parameters), and
+    the learned V of Kolen-Pollack layers, which take exactly W's step."""
+    weights = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd) and m.weight is not None:
+            weights.append(m.weight)
+            weights += getattr(m, "feedback_parameters", list)()
+    return weights
 
 
 class BatchManhattan(Optimizer):

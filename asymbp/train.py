@@ -34,7 +34,7 @@ from asymbp.config import CONFIG_DIR, GROUPS
 from asymbp.data import DatasetError, channel_stats, load_dataset, stratified_split
 from asymbp.engine import Normalizer, evaluate, train_epoch
 from asymbp.files import remove_stale_temps
-from asymbp.metrics import error_alignment, weight_alignment
+from asymbp.metrics import backward_alignment, weight_alignment
 
 log = logging.getLogger("asymbp")
 #: Errors that end a run with one line `asymbp-train: error: ...` (exit 2; 75 for RunBusy).
@@ -121,11 +121,10 @@ def _set_rng_state(state: dict) -> None:
 
 def _alignment_columns(model, batch) -> dict[str, float]:
     columns = {}
-    for layer, values in weight_alignment(model).items():
-        for metric, value in values.items():
-            columns[f"{metric}/{layer}"] = value
-    for layer, angle in error_alignment(model, *batch).items():
-        columns[f"angle_error/{layer}"] = angle
+    for per_layer in (weight_alignment(model), backward_alignment(model, *batch)):
+        for layer, values in per_layer.items():
+            for metric, value in values.items():
+                columns[f"{metric}/{layer}"] = value
     return columns
 
 

@@ -82,9 +82,10 @@ def test_gradcheck_conv_function(conv_kwargs):
     pad = conv.padding if isinstance(conv.padding, str) else list(conv.padding)
 
     def f(x, w, b):
-        # V is W itself so that the custom backward must equal the numerical Jacobian.
+        # V has W's values so that the custom backward must equal the numerical Jacobian
+        # (detached: a V that requires a gradient would also receive W's, as Kolen-Pollack's).
         return AsymmetricConv2dFunction.apply(
-            x, w, b, w, list(conv.stride), pad, list(conv.dilation), conv.groups
+            x, w, b, w.detach(), list(conv.stride), pad, list(conv.dilation), conv.groups
         )
 
     assert torch.autograd.gradcheck(f, (x, w, b))
@@ -96,8 +97,18 @@ def test_gradcheck_linear_function():
     w = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda x, w, b: AsymmetricLinearFunction.apply(x, w, b, w), (x, w, b)
+        lambda x, w, b: AsymmetricLinearFunction.apply(x, w, b, w.detach()), (x, w, b)
     )
+
+
+def input_feedback(layer, grad_out, input_shape):
+    """The matrix the input error goes through: V for local rules; for a global-error rule (the
+    layer is the whole model here, so grad_out is the output error e) the fixed B, flattened."""
+    v = layer.feedback_weight()
+    if v is not None:
+        return v
+    b = layer.feedback_rule.direct_feedback(layer.feedback_state(), grad_out.shape[1], input_shape)
+    return b.to(grad_out.dtype)
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -112,9 +123,11 @@ def test_linear_input_gradient_is_grad_out_times_v(rule):
     state = torch.random.get_rng_state()
     out = model(x)
     torch.random.set_rng_state(state)
-    v = layer.feedback_weight()  # brSF: the same draw as the forward pass made
+    v = input_feedback(layer, grad_out, (7,))  # brSF: the same draw as the forward pass made
     out.backward(grad_out)
     torch.testing.assert_close(x.grad, grad_out @ v, rtol=1e-12, atol=1e-12)
+    for p in layer.feedback_parameters():  # Kolen-Pollack's V receives W's gradient
+        torch.testing.assert_close(p.grad, layer.weight.grad, rtol=0, atol=0)
     torch.testing.assert_close(layer.weight.grad, grad_out.T @ x.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(layer.bias.grad, grad_out.sum(0), rtol=1e-12, atol=1e-12)
 
@@ -148,10 +161,18 @@ def test_conv_input_gradient_is_transposed_conv_with_v(rule, conv_kwargs):
         dilation=conv_kwargs["dilation"],
         groups=conv_kwargs["groups"],
     )
+    if v is None:  # DFA: the output error (batch x all output units) through a fixed B
+        e = grad_out.flatten(1)
+        b = layer.feedback_rule.direct_feedback(layer.feedback_state(), e.shape[1], x.shape[1:])
+        expected_dx = (e @ b).view_as(x)
+        torch.testing.assert_close(x.grad, expected_dx, rtol=1e-12, atol=1e-12)
+        return
     (expected_dx,) = torch.autograd.grad(F.conv2d(x_ref, v, **kwargs), x_ref, grad_out)
     (expected_dw,) = torch.autograd.grad(F.conv2d(x.detach(), w_ref, **kwargs), w_ref, grad_out)
     torch.testing.assert_close(x.grad, expected_dx, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(layer.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
+    for p in layer.feedback_parameters():  # Kolen-Pollack's V receives W's gradient
+        torch.testing.assert_close(p.grad, layer.weight.grad, rtol=0, atol=0)
     if layer.bias is not None:
         torch.testing.assert_close(layer.bias.grad, grad_out.sum((0, 2, 3)), rtol=1e-12, atol=1e-12)
     if padding == 0 and conv_kwargs["stride"] == 1 and conv_kwargs["groups"] == 1:
@@ -191,11 +212,16 @@ def test_padding_modes_other_than_zeros(rule, mode):
     w_ref = layer.weight.detach().clone().requires_grad_(True)
     padded = F.pad(x_ref, (2, 2, 1, 1), mode=mode)  # (left, right, top, bottom)
     torch.testing.assert_close(out, F.conv2d(padded, w_ref, layer.bias), rtol=0, atol=0)
-    (expected_dx,) = torch.autograd.grad(F.conv2d(padded, v), x_ref, grad_out)
+    if v is None:  # DFA: e B has the padded input's shape and flows back through the padding
+        e = grad_out.flatten(1)
+        b = input_feedback(layer, e, padded.shape[1:])
+        (expected_dx,) = torch.autograd.grad(padded, x_ref, (e @ b).view_as(padded))
+    else:
+        (expected_dx,) = torch.autograd.grad(F.conv2d(padded, v), x_ref, grad_out)
     (expected_dw,) = torch.autograd.grad(F.conv2d(padded.detach(), w_ref), w_ref, grad_out)
     torch.testing.assert_close(x.grad, expected_dx, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(layer.weight.grad, expected_dw, rtol=1e-12, atol=1e-12)
-    if rule != "bp":
+    if rule not in ("bp", "dfa"):
         assert not torch.allclose(v, layer.weight)  # the check would not see V = W
 
 
@@ -246,7 +272,13 @@ def test_convert_counts_layers_and_keeps_outputs(rule):
     assert [name for name, _ in layers] == ["0", "2.0", "5"]
     assert all(layer.feedback_rule.name == rule for _, layer in layers)
     assert isinstance(model[2][1], nn.BatchNorm2d) and isinstance(model[3], nn.AdaptiveAvgPool2d)
-    assert all(a is b for a, b in zip(params_before, model.parameters(), strict=True))
+    # The very Parameter objects are kept; Kolen-Pollack's learned V are the only new ones.
+    params_after = [p for p in model.parameters() if not any(
+        p is v for _, layer in layers for v in layer.feedback_parameters()
+    )]  # fmt: skip
+    assert all(a is b for a, b in zip(params_before, params_after, strict=True))
+    assert len(params_after) == len(params_before)
+    assert (len(list(model.parameters())) > len(params_before)) == (rule == "kp")
     assert torch.equal(model(x), before)
 
 

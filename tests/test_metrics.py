@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import asymbp
-from asymbp.metrics import angle_degrees, sign_concordance
+from asymbp.metrics import angle_degrees, cosine, norm_ratio, sign_concordance
 
 
 def model(rule, **options):
@@ -41,7 +41,11 @@ def test_angle_and_concordance_hand_values():
 def test_weight_alignment_per_rule():
     bp = asymbp.weight_alignment(model("bp"))
     assert set(bp) == {"0", "4"}
-    assert bp["0"] == {"angle_VW": pytest.approx(0.0, abs=1e-3), "concordance": 1.0}
+    assert bp["0"] == {
+        "angle_VW": pytest.approx(0.0, abs=1e-3),
+        "concordance": 1.0,
+        "norm_VW": pytest.approx(1.0),
+    }
     usf = asymbp.weight_alignment(model("usf"))
     w = model("usf")[4].weight
     assert usf["4"]["angle_VW"] == pytest.approx(angle_degrees(torch.sign(w), w))
@@ -90,3 +94,62 @@ def test_error_alignment_leaves_training_state_untouched():
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert net.training
     assert not any(layer.exact for _, layer in asymbp.asymmetric_layers(net))
+
+
+def test_cosine_and_norm_ratio_hand_values():
+    assert cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])) == pytest.approx(0.5**0.5)
+    assert cosine(torch.tensor([[1.0, 2.0]]), torch.tensor([[-2.0, -4.0]])) == pytest.approx(-1.0)
+    assert math.isnan(cosine(torch.zeros(2), torch.ones(2)))
+    assert norm_ratio(torch.tensor([3.0, 4.0]), torch.tensor([0.0, 10.0])) == pytest.approx(0.5)
+    assert math.isnan(norm_ratio(torch.ones(2), torch.zeros(2)))
+
+
+def test_norm_ratio_per_rule_and_none_for_dfa():
+    usf = model("usf")
+    w = usf[4].weight
+    expected = torch.sign(w).norm() / w.norm()
+    assert asymbp.weight_alignment(usf)["4"]["norm_VW"] == pytest.approx(expected.item())
+    assert asymbp.weight_alignment(model("usf", scale=2.0))["4"]["norm_VW"] == pytest.approx(
+        2 * expected.item()
+    )
+    assert asymbp.weight_alignment(model("dfa")) == {}  # no V shaped like W
+
+
+def test_grad_cosine_of_last_layer_matches_hand_computation():
+    """Output layer: its weight gradient is delta^T h under every local rule, so the cosine is 1;
+    the hidden conv layer's gradient differs from backprop's (cosine < 1), and equals
+    the cosine of the two gradients computed with and without exact backprop."""
+    net = model("usf")
+    x, y = batch()
+    alignment = asymbp.backward_alignment(net, x, y)
+    assert alignment["4"]["grad_cosine"] == pytest.approx(1.0)
+    assert alignment["4"]["angle_error"] == pytest.approx(asymbp.error_alignment(net, x, y)["4"])
+
+    def conv_grad(exact):
+        copy_ = copy.deepcopy(net)
+        copy_.zero_grad()
+        if exact:
+            with asymbp.exact_backprop(copy_):
+                F.cross_entropy(copy_(x), y).backward()
+        else:
+            F.cross_entropy(copy_(x), y).backward()
+        return copy_[0].weight.grad
+
+    expected = cosine(conv_grad(False), conv_grad(True))
+    assert alignment["0"]["grad_cosine"] == pytest.approx(expected, abs=1e-6)
+    assert 0 < expected < 0.999
+    assert all(v["grad_cosine"] == pytest.approx(1.0) for v in asymbp.backward_alignment(
+        model("bp"), x, y).values())  # fmt: skip
+
+
+def test_dfa_alignment_compares_e_b_with_the_true_error():
+    net = model("dfa")
+    x, y = batch()
+    alignment = asymbp.backward_alignment(net, x, y)
+    logits = net(x)
+    e = torch.autograd.grad(F.cross_entropy(logits, y), logits)[0]
+    layer = net[4]
+    b = layer.feedback_rule.direct_feedback(layer.feedback_state(), 3, (64,)).float()
+    true = e @ layer.weight.detach()
+    assert alignment["4"]["angle_error"] == pytest.approx(angle_degrees(e @ b, true), abs=1e-3)
+    assert alignment["4"]["grad_cosine"] == pytest.approx(1.0)

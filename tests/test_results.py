@@ -113,3 +113,15 @@ def test_stabilization_claim_compares_with_bp_without_stabilization(tmp_path):
     assert lines[-1] == (
         "rndf: none diverged (3 of 3 runs); diverged or missing under every stabilization"
     )
+
+
+def test_regenerating_keeps_the_sections_below_the_marker(tmp_path):
+    report = paper_like(tmp_path)
+    docs = tmp_path / "docs"
+    assert write_results.main([str(report), "--out", str(docs), "--command", "c"]) == 0
+    first = (docs / "RESULTS.md").read_text()
+    hand = f"{write_results.KEPT}\n\n## Rule families\n\nkept text\n"
+    (docs / "RESULTS.md").write_text(first + "\n" + hand)
+    assert write_results.main([str(report), "--out", str(docs), "--command", "c"]) == 0
+    again = (docs / "RESULTS.md").read_text()
+    assert again.startswith(first) and again.endswith(hand) and again.count("kept text") == 1

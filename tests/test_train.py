@@ -139,7 +139,7 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("feedback", ["brsf", "frsf"])
+@pytest.mark.parametrize("feedback", ["brsf", "frsf", "kp", "wm", "dfa"])
 def test_interrupted_run_resumes_to_the_metrics_of_an_uninterrupted_one(make_config, feedback):
     args = [*SYNTHETIC, "epochs=4", f"feedback={feedback}", "deterministic=true"]
     straight = run(make_config(*args, "exp_name=straight"))

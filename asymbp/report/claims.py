@@ -263,6 +263,10 @@ def render(report: Path, out: Path, command: str) -> str:
     return "\n".join(parts)
 
 
+#: RESULTS.md's text from this line on is not the claims' and survives regeneration.
+KEPT = "<!-- write_results.py keeps everything below this line -->"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="write_results.py", description="Write RESULTS.md: the claims' verdicts from a report."
@@ -276,6 +280,10 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "RESULTS.md").write_text(render(args.report, args.out, args.command))
+    results = args.out / "RESULTS.md"
+    # Sections after the KEPT marker come from other studies (e.g. rule_families) and are kept.
+    old = results.read_text() if results.exists() else ""
+    kept = old[old.index(KEPT) :] if KEPT in old else ""
+    results.write_text(render(args.report, args.out, args.command) + ("\n" + kept if kept else ""))
     print(f"wrote {args.out / 'RESULTS.md'}")
     return 0

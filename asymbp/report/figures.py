@@ -327,6 +327,59 @@ def alignment_figure(d: Drawing) -> Figure | None:
     return fig
 
 
+#: The last epoch's per-layer measures of `fig_depth_alignment`, by history metric name.
+DEPTH_MEASURES = {
+    "angle_error": "angle(asymmetric error,\ntrue error) (degrees)",
+    "grad_cosine": "cosine(weight gradient,\nbackprop's)",
+}
+
+
+@register_figure(
+    "fig_depth_alignment",
+    "last epoch's error angle and cosine between the rule's and backprop's weight gradients "
+    "against layer depth, a panel per stabilization, a line per rule, on one dataset",
+)
+def depth_alignment_figure(d: Drawing) -> Figure | None:
+    """The final alignment of every layer (input side left), mean over seeds, on the first
+    dataset in the paper's order that has it; rules without a measure (bp's angles are 0) are
+    drawn as well, so that backprop marks the ideal."""
+    done, history, layout = d.done, d.history, d.layout
+    values = history[history["metric"].isin(list(DEPTH_MEASURES))].dropna(subset=["value"])
+    values = values.merge(done[["run", "dataset", "series", "stabilization"]], on="run")
+    if values.empty:
+        return None
+    dataset = next(name for name in layout.datasets if name in set(values["dataset"]))
+    values = values[values["dataset"] == dataset]
+    last = values.groupby("run")["epoch"].transform("max")
+    values = values[values["epoch"] == last]
+    # Depth = the layer's position in its own run (input side first): layer names differ
+    # between stabilizations (BN shifts the indices), positions do not.
+    order = {run: list(pd.unique(rows["layer"])) for run, rows in values.groupby("run")}
+    pairs = zip(values["run"], values["layer"], strict=True)
+    values = values.assign(depth=[order[run].index(layer) + 1 for run, layer in pairs])
+    depths = sorted(set(values["depth"]))
+    stabilizations = [s for s in layout.stabilizations if s in set(values["stabilization"])]
+    fig, axes = _figure(len(DEPTH_MEASURES), len(stabilizations), sharex=True, sharey="row")
+    by = ["metric", "stabilization", "series", "depth"]
+    stats = values.groupby(by, sort=False)["value"].mean().reset_index().sort_values("depth")
+    for (i, (metric, name)), (j, stab) in product(
+        enumerate(DEPTH_MEASURES.items()), enumerate(stabilizations)
+    ):
+        panel = stats[(stats["metric"] == metric) & (stats["stabilization"] == stab)]
+        for series in layout.series:
+            line = panel[panel["series"] == series]
+            if not line.empty:
+                axes[i, j].plot(line["depth"], line["value"], color=layout.colors[series],
+                                marker="o")  # fmt: skip
+        axes[i, j].set(title=f"stabilization {stab}", xlabel="layer (1 = input side)",
+                       ylabel=name)  # fmt: skip
+        axes[i, j].set_xticks(depths)
+    present = set(stats["series"])
+    _legend(fig, {s: c for s, c in layout.colors.items() if s in present}, "feedback rule")
+    _title(fig, f"Alignment by depth at the last epoch on {dataset} (mean over seeds)")
+    return fig
+
+
 def _spread(items: list, count: int) -> list:
     """At most `count` of `items`, evenly spaced, first and last included."""
     if len(items) <= count:
