@@ -9,6 +9,8 @@ under the given paths at any depth and writes into DIR:
     summary.csv       per condition (config without seed): test error mean, std, n, n_diverged
     table_paper.md    rows: feedback rule x stabilization, columns: dataset (printed too)
     table_paper.tex   the same table for LaTeX (booktabs)
+    anchors.csv/.md   our conditions next to the published numbers of asymbp/report/anchors.csv,
+                      at the last epoch and at the best validation epoch (asymbp.report.anchors)
     fig_*.png/.pdf    asymbp.report.figures.FIGURES
 
 CSV and table files are a pure function of the run directories: rerunning gives the same bytes.
@@ -23,7 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from asymbp.report.anchors import TOLERANCE, anchors_markdown, compare_all, load_anchors
+from asymbp.report.labels import METRIC_TEXT
 from asymbp.report.read import STATUSES, collect
+from asymbp.report.select import select_summary
 from asymbp.report.summary import METRICS, summarize
 from asymbp.report.tables import LATEX, latex_table, markdown_table, paper_table, table_rows
 from asymbp.runs import NON_IDENTITY_KEYS
@@ -31,6 +36,7 @@ from asymbp.runs import NON_IDENTITY_KEYS
 #: The files written into --out (figures: asymbp.report.figures).
 RUNS_CSV, HISTORY_CSV, SUMMARY_CSV = "runs.csv", "history.csv", "summary.csv"
 TABLE_MD, TABLE_TEX = "table_paper.md", "table_paper.tex"
+ANCHORS_CSV, ANCHORS_MD = "anchors.csv", "anchors.md"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="config key to leave out of the condition (repeatable); always left out: "
         + ", ".join(NON_IDENTITY_KEYS),
+    )
+    parser.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="config key chosen on validation per condition (repeatable, e.g. optimizer.lr): "
+        "the value with the best mean validation accuracy wins, its test error is reported",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help="points of test error within which anchors.md calls us level with a published "
+        "number (default: %(default)s)",
     )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     return parser
@@ -119,6 +140,15 @@ def _input_problem(run_dirs: Sequence[str]) -> str:
     return f"not a directory: {', '.join(missing)}" if missing else ""
 
 
+def _summary(
+    runs: pd.DataFrame, metric: str, ignore: Sequence[str], select: Sequence[str]
+) -> pd.DataFrame:
+    """The summary under `metric`; with --select keys, each condition at its winning value."""
+    if select:
+        return select_summary(runs, metric, select, ignore)
+    return summarize(runs, metric, ignore)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     problem = _input_problem(args.run_dirs)
@@ -129,15 +159,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = ", ".join(args.run_dirs)
         return _error(f"no run directories (folders with config.yaml) found under {where}")
     ignore = (*NON_IDENTITY_KEYS, *args.ignore)
-    summary = summarize(runs, args.metric, ignore)
     cols = _keys(args.cols)
     try:
+        summaries = {metric: _summary(runs, metric, ignore, args.select) for metric in METRICS}
+        summary = summaries[args.metric]
         rows = table_rows(summary, _keys(args.rows), cols)
+        anchors = compare_all(list(summaries.values()), load_anchors(), args.tolerance)
     except ValueError as exc:
         return _error(str(exc))
     if rows != _keys(args.rows):
         print(f"table rows extended by keys that vary within cells: {rows}", file=sys.stderr)
     markdown = write_outputs(Path(args.out), runs, history, summary, rows, cols, args.metric)
+    write_csv(anchors, Path(args.out) / ANCHORS_CSV)
+    anchors_text = anchors_markdown(anchors, args.tolerance, METRIC_TEXT)
+    (Path(args.out) / ANCHORS_MD).write_text(anchors_text, encoding="utf-8")
     _report(runs)
     print(markdown)
     if not args.no_figures:

@@ -15,6 +15,10 @@ from asymbp.runs import NON_IDENTITY_KEYS
 
 # --metric choice -> the accuracy column of runs.csv whose complement is the reported error.
 METRICS = {"final": "test_acc", "best_val": "test_acc_at_best_val"}
+# --metric choice -> the validation accuracy of runs.csv at that same epoch (for --select).
+VAL_METRICS = {"final": "val_acc", "best_val": "best_val_acc"}
+#: Column added by --select: which value of the selected keys won, e.g. `optimizer.lr=0.01`.
+SELECTED = "selected"
 SUMMARY_STATS = (
     "metric",
     "test_error_mean",
@@ -70,4 +74,4 @@ def summarize(
 
 
 def summary_keys(summary: pd.DataFrame) -> list[str]:
-    return [c for c in summary.columns if c not in SUMMARY_STATS]
+    return [c for c in summary.columns if c not in (*SUMMARY_STATS, SELECTED)]
