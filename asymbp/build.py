@@ -12,7 +12,7 @@ from asymbp.layers import convert
 from asymbp.models import build_model
 from asymbp.optim import SCOPES, SIGN_OF, BatchManhattan
 
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "multistep")
 RULE_KEYS = ("name", "last_layer_bp")
 
 
@@ -88,6 +88,10 @@ def _validate_optimizer(opt: DictConfig) -> None:
         ok = _is_number(opt.momentum) and 0 <= opt.momentum < 1
         _check(ok, "optimizer.momentum", opt.momentum, "a number in [0, 1)")
     _check(opt.schedule in SCHEDULES, "optimizer.schedule", opt.schedule, f"one of {SCHEDULES}")
+    if opt.schedule == "multistep":
+        milestones = opt.get("milestones")
+        ok = bool(milestones) and all(isinstance(m, int) and m > 0 for m in milestones)
+        _check(ok, "optimizer.milestones", milestones, "a list of epochs > 0 (multistep)")
 
 
 def select_device(name: str) -> torch.device:
@@ -167,4 +171,8 @@ def make_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
         )
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if schedule == "multistep":  # times gamma at each epoch of optimizer.milestones (biotorch's)
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(cfg.optimizer.milestones), gamma=cfg.optimizer.gamma
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)

@@ -10,12 +10,13 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import torch
 from conftest import CONFIG_DIR, REPO, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-from asymbp.build import validate
+from asymbp.build import ConfigError, make_scheduler, validate
 from asymbp.report.cli import main as aggregate
 
 SMALL = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64", "epochs=1"]
@@ -45,6 +46,9 @@ def settings(job: list[str]) -> dict[str, str]:
         ("paper_table", 5 * 4 * 3),
         ("paper_concordance", (5 + 1) * 3),
         ("paper_magnitude", (2 + 4) * 3),
+        ("biotorch_fashion", (1 + 4) * 2 * 2 * 3),  # rules x lr grid x (none, BN+BM) x seeds
+        ("biotorch_mnist", (1 + 4) * 2 * 2 * 3),
+        ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 2) * 3),  # BN at biotorch's lr; BN+BM x bm_lr
     ],
 )
 def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
@@ -55,6 +59,46 @@ def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
         cfg = compose_config(f"experiment={preset}", *job)
         validate(cfg)
         assert cfg.exp_name == preset
+
+
+def test_biotorch_presets_follow_their_protocol():
+    cfg = compose_config("experiment=biotorch_fashion", "feedback=usf", "norm=none")
+    assert (cfg.dataset.name, cfg.dataset.image_size, cfg.model.init) == (
+        "fashion_mnist",
+        32,
+        "xavier",
+    )
+    assert (cfg.batch_size, cfg.epochs, list(cfg.optimizer.milestones)) == (64, 100, [50, 75])
+    assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, 0.001)
+    assert compose_config("experiment=biotorch_mnist").dataset.name == "mnist"
+    jobs = [settings(job) for job in expand("biotorch_fashion", "seed=0")]
+    asymmetric = [job for job in jobs if job["feedback"] != "bp"]
+    assert {job["feedback.scale"] for job in asymmetric} == {"init_std"}
+    assert {(job["norm"], job.get("optimizer.lr"), job.get("optimizer.bm_lr")) for job in jobs} == {
+        ("none", "0.01", None), ("none", "0.05", None),
+        ("bn_bm", None, "0.0001"), ("bn_bm", None, "0.0005"),
+    }  # fmt: skip
+
+
+def test_multistep_schedule_divides_at_the_milestones():
+    cfg = compose_config("experiment=biotorch_fashion", "dataset=synthetic", "norm=none")
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr)
+    scheduler = make_scheduler(cfg, optimizer)
+    rates = []
+    for _ in range(80):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    lr = cfg.optimizer.lr
+    assert (
+        rates[49] == lr
+        and rates[50] == pytest.approx(lr / 10)
+        and rates[75] == pytest.approx(lr / 100)
+    )
+    bad = compose_config("experiment=biotorch_fashion", "optimizer.milestones=[]")
+    with pytest.raises(ConfigError, match="optimizer.milestones"):
+        validate(bad)
 
 
 def test_paper_concordance_is_sc_at_five_fractions_plus_rndf():
