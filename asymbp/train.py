@@ -39,6 +39,16 @@ from asymbp.metrics import error_alignment, weight_alignment
 log = logging.getLogger("asymbp")
 
 
+def _made_dir(path: str) -> str:
+    """${asymbp.mkdir:DIR} is DIR, created: the hparams_search presets keep their Optuna study
+    (sqlite) in the sweep folder, which Hydra creates only after the sweeper opened the study."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+OmegaConf.register_new_resolver("asymbp.mkdir", _made_dir, replace=True)
+
+
 class Splits:
     """Train / validation / test tensors on the device, and their normalizer."""
 
@@ -270,15 +280,24 @@ def _launcher_threads() -> int | None:
     return None
 
 
+def objective(metrics: dict) -> float:
+    """What a sweeper that optimizes (hparams_search: Optuna) maximizes: the best validation
+    accuracy; 0.0 for a diverged run or one without a validation split."""
+    value = metrics.get("best_val_acc")
+    finite = isinstance(value, int | float) and math.isfinite(value)
+    return float(value) if finite and not metrics.get("diverged") else 0.0
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
     if cfg.threads is None:
         cfg.threads = _launcher_threads()
     try:
-        run(cfg)
+        metrics = run(cfg)
     except (ConfigError, DatasetError) as error:
         print(f"asymbp-train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    return objective(metrics)
 
 
 if __name__ == "__main__":

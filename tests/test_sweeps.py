@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -46,8 +47,9 @@ def settings(job: list[str]) -> dict[str, str]:
         ("paper_table", 5 * 4 * 3),
         ("paper_concordance", (5 + 1) * 3),
         ("paper_magnitude", (2 + 4) * 3),
-        ("biotorch_fashion", (1 + 4) * 2 * 2 * 3),  # rules x lr grid x (none, BN+BM) x seeds
-        ("biotorch_mnist", (1 + 4) * 2 * 2 * 3),
+        # (rules + unit-scale uSF without BN/BM, rules with BN+BM) x lr grid x seeds
+        ("biotorch_fashion", ((1 + 4 + 1) + (1 + 4)) * 2 * 3),
+        ("biotorch_mnist", ((1 + 4 + 1) + (1 + 4)) * 2 * 3),
         ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 2) * 3),  # BN at biotorch's lr; BN+BM x bm_lr
     ],
 )
@@ -72,8 +74,12 @@ def test_biotorch_presets_follow_their_protocol():
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, 0.001)
     assert compose_config("experiment=biotorch_mnist").dataset.name == "mnist"
     jobs = [settings(job) for job in expand("biotorch_fashion", "seed=0")]
-    asymmetric = [job for job in jobs if job["feedback"] != "bp"]
-    assert {job["feedback.scale"] for job in asymmetric} == {"init_std"}
+    scales = {(job["feedback"], job["norm"], job.get("feedback.scale")) for job in jobs}
+    assert {scale for rule, norm, scale in scales if rule in ("brsf", "frsf", "rndf")} == {
+        "init_std"
+    }
+    assert {scale for rule, norm, scale in scales if rule == "usf"} == {"init_std", "1.0"}
+    assert ("usf", "bn_bm", "1.0") not in scales  # unit uSF only without BN/BM (claim 4)
     assert {(job["norm"], job.get("optimizer.lr"), job.get("optimizer.bm_lr")) for job in jobs} == {
         ("none", "0.01", None), ("none", "0.05", None),
         ("bn_bm", None, "0.0001"), ("bn_bm", None, "0.0005"),
@@ -183,6 +189,24 @@ def test_reproduce_demo_profile_writes_the_report_with_every_row(tmp_path):
     assert table in result.stdout  # the table is printed at the end
     runs = pd.read_csv(report / "runs.csv")
     assert len(runs) == 20 + 5  # rndf BN+BM is shared by both presets
+
+
+def test_fashion_full_profile_is_the_biotorch_grid_sized_for_two_hours():
+    spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts/reproduce_paper.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # its dataclasses look their module up there
+    spec.loader.exec_module(script)
+    profile = script.PROFILES["fashion_full"]
+    assert profile.presets == ("biotorch_fashion",) and profile.seeds == 3
+    jobs = expand("biotorch_fashion", *profile.overrides, "seed=0,1,2")
+    assert len(jobs) == 66
+    for job in jobs[:: len(jobs) // 6]:
+        cfg = compose_config("experiment=biotorch_fashion", *profile.overrides, *job)
+        validate(cfg)
+        assert cfg.epochs == 16 and list(cfg.optimizer.milestones) == [8, 12]
+    selected = profile.report[1::2]
+    assert profile.report[::2] == ("--select",) * len(selected)
+    assert {"optimizer.lr", "optimizer.bm_lr"} == set(selected)
 
 
 @pytest.mark.slow
