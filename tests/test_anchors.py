@@ -96,7 +96,7 @@ def test_compare_known_verdicts(anchors):
         ("digits", "mlp", "bp", "none", "sgd", "1.0", 0.0300, 0.001, 3),  # no anchor
         ("cifar10", "paper_cnn", "usf", "bn_bm", "sgd", "1.0", 0.2000, 0.010, 3),  # paper: +0.98
     ])  # fmt: skip
-    table = compare(summary, anchors, tolerance=0.5)
+    table = compare(summary, anchors, tolerance=0.5, metric="best_val")
     fashion = table[(table["dataset"] == "fashion_mnist") & table["source"].eq(BIOTORCH)]
     got = {(r["rule"], r["condition"]): r for r in fashion.to_dict("records")}
     usf_scaled = got[("usf", "feedback.scale=init_std")]

@@ -3,14 +3,11 @@ test error is read there (known inputs, known winners), never chosen on the test
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
+from test_anchors import run_main
 
-from asymbp.report.cli import main
 from asymbp.report.example import write_sweep
 from asymbp.report.select import NO_WINNER, select_summary
 
@@ -81,13 +78,6 @@ def test_refuses_runs_without_validation():
 def test_refuses_unknown_key():
     with pytest.raises(ValueError, match="unknown config key"):
         select_summary(make_runs(), "final", ["optimizer.nope"])
-
-
-def run_main(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(arg) for arg in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_select_writes_winner_column_and_cells(tmp_path):

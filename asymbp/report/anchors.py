@@ -13,12 +13,12 @@ and a verdict; an anchor that matches no condition is listed as `not run`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from asymbp.report.labels import NORM_LABELS, value_label, varying_keys
+from asymbp.report.labels import NORM_LABELS, missing, value_label, varying_keys
 from asymbp.report.summary import SELECTED, summary_keys
 from asymbp.report.tables import format_cell
 
@@ -103,20 +103,22 @@ def _condition_labels(summary: pd.DataFrame) -> list[str]:
     the keys that vary among conditions sharing the matched values."""
     extra = varying_keys(summary, list(MATCHED.values()), summary_keys(summary))
     return [
-        ", ".join(f"{key}={value_label(key, row[key])}" for key in extra)
+        ", ".join(f"{key}={value_label(key, row[key])}" for key in extra if not missing(row[key]))
         for row in summary.to_dict("records")
     ]
 
 
 def compare(
-    summary: pd.DataFrame, anchors: pd.DataFrame, tolerance: float = TOLERANCE
+    summary: pd.DataFrame,
+    anchors: pd.DataFrame,
+    tolerance: float = TOLERANCE,
+    metric: str = "final",
 ) -> pd.DataFrame:
     """One row per (anchor, matching condition) in anchor order, then condition order; an
     anchor without a matching condition gives one `not run` row. Errors are in percent."""
     _stabilization_labels(anchors)
     summary = summary.reset_index(drop=True)
     conditions = _condition_labels(summary)
-    metric = summary["metric"].iloc[0] if len(summary) else ""
     rows = []
     for anchor in anchors.to_dict("records"):
         published = published_error(anchor)
@@ -151,10 +153,10 @@ def compare(
 
 
 def compare_all(
-    summaries: Sequence[pd.DataFrame], anchors: pd.DataFrame, tolerance: float = TOLERANCE
+    summaries: Mapping[str, pd.DataFrame], anchors: pd.DataFrame, tolerance: float = TOLERANCE
 ) -> pd.DataFrame:
-    """`compare` for each summary (one per --metric choice), stacked."""
-    parts = [compare(summary, anchors, tolerance) for summary in summaries]
+    """`compare` for each --metric choice -> its summary, stacked."""
+    parts = [compare(summary, anchors, tolerance, metric) for metric, summary in summaries.items()]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -171,7 +173,7 @@ def anchors_markdown(table: pd.DataFrame, tolerance: float, metric_text: dict) -
     parts = []
     for metric, rows in table.groupby("metric", sort=False):
         shown = pd.DataFrame({
-            "source": rows["source"].str.split(" ").str[0],
+            "source": rows["source"].str.split(" ").str[0].str.rstrip(","),
             "dataset": rows["dataset"], "model": rows["model"].replace("", "any"),
             "rule": rows["rule"], "stabilization": rows["stabilization"],
             "optimizer": rows["optimizer"].replace("", "any"),

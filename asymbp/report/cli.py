@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries = {metric: _summary(runs, metric, ignore, args.select) for metric in METRICS}
         summary = summaries[args.metric]
         rows = table_rows(summary, _keys(args.rows), cols)
-        anchors = compare_all(list(summaries.values()), load_anchors(), args.tolerance)
+        anchors = compare_all(summaries, load_anchors(), args.tolerance)
     except ValueError as exc:
         return _error(str(exc))
     if rows != _keys(args.rows):
