@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
+import inspect
 import os
+from pathlib import PurePosixPath
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from asymbp.feedback import MAGNITUDES, NAMED_SCALES, RULES
+from asymbp.config import CONFIG_DIR, GROUPS
+from asymbp.data import DATASETS
+from asymbp.feedback import FeedbackRule, make_rule
 from asymbp.layers import convert
-from asymbp.models import build_model
-from asymbp.optim import SCOPES, SIGN_OF, BatchManhattan
+from asymbp.models import MODELS, build_model
+from asymbp.optim import BatchManhattan
+from asymbp.runs import NAME_MAX
 
 SCHEDULES = ("none", "step", "cosine", "multistep")
+#: feedback keys that configure the conversion, not the rule object.
 RULE_KEYS = ("name", "last_layer_bp")
+#: The keys of a norm config (read by make_model and make_optimizer).
+NORM_KEYS = ("name", "batch_norm", "batch_manhattan", "scope", "sign_of")
+#: optimizer.name -> the torch optimizer and the config keys passed to it besides the rate.
+OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], tuple[str, ...]]] = {
+    "sgd": (torch.optim.SGD, ("momentum", "nesterov", "weight_decay")),
+    "adam": (torch.optim.Adam, ("betas", "weight_decay")),
+}
+#: Keys of every optimizer config: its name, the two rates and the schedule.
+RATE_KEYS = ("name", "lr", "bm_lr", "schedule", "step_size", "gamma", "milestones")
+#: Seeds go to torch.manual_seed and torch.Generator.manual_seed (64-bit).
+SEED_RANGE = (0, 2**63 - 1)
 
 
 class ConfigError(ValueError):
@@ -29,13 +49,28 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@contextlib.contextmanager
+def _constructing(what: str):
+    """A ValueError/TypeError raised while building `what` from the config is a ConfigError."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{what}: {error}") from None
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value out of its range."""
+    """Raise ConfigError for the first key that is unknown or out of range, before any data is
+    read: the feedback rule, the optimizer (with Batch Manhattan) and the scheduler are built on a
+    stand-in parameter, the model's and the dataset's options are bound to their signatures, so
+    each option is checked in one place, by the code that uses it."""
+    _check_known_keys(cfg)
     _check(isinstance(cfg.epochs, int) and cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
     for key in ("batch_size", "eval_batch_size", "alignment_batch"):
         value = cfg[key]
         _check(isinstance(value, int) and value >= 1, key, value, "an integer >= 1")
-    _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+    for key in ("seed", "val_seed"):
+        ok = isinstance(cfg[key], int) and SEED_RANGE[0] <= cfg[key] <= SEED_RANGE[1]
+        _check(ok, key, cfg[key], "an integer in [0, 2**63 - 1]")
     _check(
         _is_number(cfg.val_fraction) and 0 <= cfg.val_fraction < 1,
         "val_fraction", cfg.val_fraction, "a fraction in [0, 1)",
@@ -54,37 +89,106 @@ def validate(cfg: DictConfig) -> None:
         "divergence_loss", cfg.divergence_loss, "a number > 0",
     )  # fmt: skip
     _check(cfg.progress in ("auto", True, False), "progress", cfg.progress, "auto, true or false")
-    _validate_feedback(cfg.feedback)
-    _validate_optimizer(cfg.optimizer)
-    _check(cfg.norm.scope in SCOPES, "norm.scope", cfg.norm.scope, f"one of {SCOPES}")
-    _check(cfg.norm.sign_of in SIGN_OF, "norm.sign_of", cfg.norm.sign_of, f"one of {SIGN_OF}")
+    _check_exp_name(cfg.exp_name)
+    feedback_rule(cfg)
+    _check_optimizer(cfg)
+    _check_options("model", cfg.model, MODELS, ("in_channels", "image_size", "num_classes"))
+    _check_options("dataset", cfg.dataset, DATASETS, ())
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device='cuda' but no CUDA device is available: use device=auto or cpu")
 
 
-def _validate_feedback(fb: DictConfig) -> None:
-    _check(fb.name in RULES, "feedback.name", fb.name, f"one of {sorted(RULES)}")
-    if "concordance" in fb:
-        value = fb.concordance
-        ok = _is_number(value) and 0 <= value <= 1
-        _check(ok, "feedback.concordance", value, "a fraction in [0, 1]")
-    if "scale" in fb:
-        ok = (_is_number(fb.scale) and fb.scale >= 0) or fb.scale in NAMED_SCALES
-        _check(ok, "feedback.scale", fb.scale, f"a number >= 0 or one of {NAMED_SCALES}")
-    if "magnitude" in fb:
+@functools.cache
+def _top_level_keys() -> frozenset[str]:
+    """The keys train.yaml declares, and the groups its defaults list chooses."""
+    primary = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "train.yaml"))
+    groups = set(GROUPS)
+    for entry in primary.pop("defaults", []):
+        if isinstance(entry, dict):
+            groups.update(key for key in entry if not key.startswith("override "))
+    return frozenset(primary) | groups | {"hydra"}
+
+
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        if prefix == "" and key == "hydra":
+            continue
+        dotted = f"{prefix}{key}"
+        keys += _leaf_keys(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
+    return keys
+
+
+def _unknown_key(cfg: DictConfig, key: str, where: str) -> ConfigError:
+    """The error for a key no code reads, with the config's nearest keys as the likely intent."""
+    known = [k for k in _leaf_keys(OmegaConf.to_container(cfg)) if k != key]
+    leaf = key.rsplit(".", 1)[-1]
+    same_leaf = [k for k in known if k.rsplit(".", 1)[-1] == leaf]
+    close = same_leaf or difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?" if close else "see `asymbp-train --cfg job`"
+    return ConfigError(f"{key} is not a key of {where}: {hint}")
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """Keys added on the command line (`+lr=1`) that nothing would read are refused."""
+    for key in cfg:
+        if key not in _top_level_keys():
+            raise _unknown_key(cfg, str(key), "the config")
+    for key in cfg.norm:
+        if key not in NORM_KEYS:
+            raise _unknown_key(cfg, f"norm.{key}", f"norm {cfg.norm.name}")
+
+
+def _check_exp_name(name) -> None:
+    """exp_name is a relative folder inside output_root, visible to the aggregator."""
+    allowed = "a relative folder name: no '..', no absolute path, no leading dot"
+    _check(isinstance(name, str | int) and str(name).strip() != "", "exp_name", name, allowed)
+    path = PurePosixPath(str(name))
+    ok = not path.is_absolute() and all(
+        p not in ("", "..") and not p.startswith(".") for p in path.parts
+    )
+    _check(ok, "exp_name", name, allowed)
+    for part in path.parts:
         _check(
-            fb.magnitude in MAGNITUDES, "feedback.magnitude", fb.magnitude, f"one of {MAGNITUDES}"
+            len(part.encode()) <= NAME_MAX, "exp_name", name,
+            f"each folder name at most {NAME_MAX} bytes ({len(part.encode())} given)",
+        )  # fmt: skip
+
+
+def feedback_rule(cfg: DictConfig) -> FeedbackRule:
+    """The rule object the feedback config describes (its ValueError as a ConfigError)."""
+    options = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.feedback, resolve=True).items()
+        if k not in RULE_KEYS
+    }
+    with _constructing(f"feedback={cfg.feedback.name}"):
+        return make_rule(cfg.feedback.name, **options)
+
+
+def _optimizer_choice(cfg: DictConfig) -> tuple[type[torch.optim.Optimizer], dict]:
+    """The torch optimizer class of optimizer.name and its keyword arguments (without lr)."""
+    opt = cfg.optimizer
+    if opt.name not in OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer.name={opt.name!r} is out of range: one of {tuple(OPTIMIZERS)}"
         )
+    cls, keys = OPTIMIZERS[opt.name]
+    for key in opt:
+        if key not in RATE_KEYS and key not in keys:
+            raise _unknown_key(cfg, f"optimizer.{key}", f"optimizer {opt.name}")
+    kwargs = OmegaConf.to_container(opt, resolve=True)
+    return cls, {
+        key: tuple(v) if isinstance(v, list) else v for key, v in kwargs.items() if key in keys
+    }
 
 
-def _validate_optimizer(opt: DictConfig) -> None:
+def _check_optimizer(cfg: DictConfig) -> None:
+    """Build the optimizer, Batch Manhattan and the scheduler on a stand-in parameter."""
+    opt = cfg.optimizer
     for key in ("lr", "bm_lr"):
         _check(_is_number(opt[key]) and opt[key] > 0, f"optimizer.{key}", opt[key], "a number > 0")
-    _check(
-        _is_number(opt.weight_decay) and opt.weight_decay >= 0,
-        "optimizer.weight_decay", opt.weight_decay, "a number >= 0",
-    )  # fmt: skip
-    if "momentum" in opt:
+    if "momentum" in opt:  # torch accepts momentum >= 1, which never forgets a gradient
         ok = _is_number(opt.momentum) and 0 <= opt.momentum < 1
         _check(ok, "optimizer.momentum", opt.momentum, "a number in [0, 1)")
     _check(opt.schedule in SCHEDULES, "optimizer.schedule", opt.schedule, f"one of {SCHEDULES}")
@@ -92,6 +196,32 @@ def _validate_optimizer(opt: DictConfig) -> None:
         milestones = opt.get("milestones")
         ok = bool(milestones) and all(isinstance(m, int) and m > 0 for m in milestones)
         _check(ok, "optimizer.milestones", milestones, "a list of epochs > 0 (multistep)")
+    # torch's StepLR accepts both and fails later, at the end of the first epoch.
+    _check(
+        isinstance(opt.step_size, int) and opt.step_size >= 1,
+        "optimizer.step_size", opt.step_size, "an integer >= 1",
+    )  # fmt: skip
+    _check(_is_number(opt.gamma) and opt.gamma > 0, "optimizer.gamma", opt.gamma, "a number > 0")
+    stand_in = torch.nn.Linear(1, 1)
+    with _constructing(f"optimizer={opt.name}"):
+        optimizer = _make_optimizer(cfg, stand_in)
+    with _constructing(f"norm={cfg.norm.name}"):
+        if cfg.norm.batch_manhattan:
+            BatchManhattan(
+                optimizer, scope=cfg.norm.scope, sign_of=cfg.norm.sign_of, model=stand_in
+            )
+
+
+def _check_options(group: str, node: DictConfig, registry: dict, provided: tuple[str, ...]) -> None:
+    """The group's options bound to the signature of the function registered under its name."""
+    if node.name not in registry:
+        raise ConfigError(f"{group}.name={node.name!r} is out of range: one of {sorted(registry)}")
+    options = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "name"}
+    options.update({key: None for key in provided})
+    if group == "model":
+        options["batch_norm"] = False
+    with _constructing(f"{group}={node.name}"):
+        inspect.signature(registry[node.name]).bind(**options)
 
 
 def select_device(name: str) -> torch.device:
@@ -113,51 +243,37 @@ def configure_torch(cfg: DictConfig) -> None:
 
 
 def make_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
-    """The architecture, with BN where the norm asks for it, converted to the feedback rule."""
+    """The architecture, with BN where the norm asks for it, converted to the feedback rule; a
+    model that cannot take the dataset's inputs is a ConfigError."""
     options = {
         k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"
     }
     # Feature vectors (D,) are 1x1 "images" with D channels.
     image_size = input_shape[-1] if len(input_shape) == 3 else 1
-    model = build_model(
-        cfg.model.name,
-        in_channels=input_shape[0],
-        image_size=image_size,
-        num_classes=num_classes,
-        batch_norm=cfg.norm.batch_norm,
-        **options,
-    )
-    rule_options = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.feedback, resolve=True).items()
-        if k not in RULE_KEYS
-    }
+    with _constructing(f"model={cfg.model.name} on dataset={cfg.dataset.name}"):
+        model = build_model(
+            cfg.model.name,
+            in_channels=input_shape[0],
+            image_size=image_size,
+            num_classes=num_classes,
+            batch_norm=cfg.norm.batch_norm,
+            **options,
+        )
     return convert(
-        model,
-        cfg.feedback.name,
-        last_layer_bp=cfg.feedback.last_layer_bp,
-        seed=cfg.seed,
-        **rule_options,
+        model, feedback_rule(cfg), last_layer_bp=cfg.feedback.last_layer_bp, seed=cfg.seed
     )
+
+
+def _make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    cls, kwargs = _optimizer_choice(cfg)
+    lr = cfg.optimizer.bm_lr if cfg.norm.batch_manhattan else cfg.optimizer.lr
+    return cls(model.parameters(), lr=lr, **kwargs)
 
 
 def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    opt, norm = cfg.optimizer, cfg.norm
-    lr = opt.bm_lr if norm.batch_manhattan else opt.lr
-    if opt.name == "sgd":
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=lr,
-            momentum=opt.momentum,
-            nesterov=opt.nesterov,
-            weight_decay=opt.weight_decay,
-        )
-    elif opt.name == "adam":
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay
-        )
-    else:
-        raise ConfigError(f"optimizer.name={opt.name!r} is out of range: one of ('sgd', 'adam')")
+    """optimizer.name's torch optimizer, wrapped in BatchManhattan when the norm asks for it."""
+    optimizer = _make_optimizer(cfg, model)
+    norm = cfg.norm
     if norm.batch_manhattan:
         optimizer = BatchManhattan(optimizer, scope=norm.scope, sign_of=norm.sign_of, model=model)
     return optimizer

@@ -1,11 +1,14 @@
-"""Where the Hydra configs live and the names of their groups (one home for both)."""
+"""Where the shipped configs live and the names of their groups (one home for both)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-#: The repository's conf/ (an absolute path: Hydra reads a relative one as a Python package).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+_PACKAGE = Path(__file__).resolve().parent
+#: The conf/ folder, as an absolute path (Hydra reads a relative one as a Python package).
+#: An installed wheel carries it as asymbp/conf (setup.py maps the repository's top-level conf/
+#: there); a source checkout, editable install included, reads the repository's conf/ itself.
+CONFIG_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
 #: The config groups that choose a run's parts, in the order of runs.csv's columns and run names.
 GROUPS = ("dataset", "model", "feedback", "norm", "optimizer")
 #: The paper's 15 datasets (their `dataset` options) in the order of its table (Liao, Leibo &

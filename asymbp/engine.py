@@ -24,7 +24,8 @@ class Normalizer:
         self.std = std.to(device, torch.float32).clamp_min(1e-8).view(shape)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        scaled = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        # A copy either way: the in-place steps below must never touch the stored data.
+        scaled = x.float().div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32, copy=True)
         return scaled.sub_(self.mean).div_(self.std)
 
 

@@ -39,6 +39,8 @@ class FeedbackRule:
     redraws_every_batch: ClassVar[bool] = False
     #: True when V is W itself: the layer can use PyTorch's own autograd.
     is_exact: ClassVar[bool] = False
+    #: Options whose values go into the run directory's name (asymbp.runs.run_id), e.g. sc0.5.
+    name_options: ClassVar[tuple[str, ...]] = ()
 
     def make_state(
         self, weight: torch.Tensor, generator: torch.Generator
@@ -159,6 +161,7 @@ class SC(RandomMagnitudeRule):
     round(concordance * n) of the n entries of S equal to +1."""
 
     name: ClassVar[str] = "sc"
+    name_options: ClassVar[tuple[str, ...]] = ("concordance",)
 
     concordance: float = 1.0
 

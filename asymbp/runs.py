@@ -1,12 +1,22 @@
-"""Run directories: named by the config's identity, written atomically, finished by `DONE`."""
+"""Run directories: named by the config's identity, one writer at a time, finished by `DONE`.
+
+A run directory holds the files named below. `DONE` is written last; `FAILED` (first line: the
+one-line error) marks a sweep job that could not start; `.lock` is the writer's lock (fcntl.flock,
+released by the kernel when its process ends, however it ends).
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import functools
 import hashlib
+import importlib.metadata
+import io
 import json
+import math
 import os
-import pickle
-import tempfile
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,7 +24,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from asymbp.feedback import RULES
+from asymbp.files import atomic_write
+
 #: Keys that choose where or how fast a run happens, not what it computes: left out of its identity.
+#: `threads` and `deterministic` can change the last bits of the results; a run keeps the values
+#: it started with when it resumes (see asymbp.train), so they need not split run directories.
 NON_IDENTITY_KEYS = (
     "device",
     "threads",
@@ -29,17 +44,44 @@ NON_IDENTITY_KEYS = (
     "dataset.cache",
     "dataset.cache_dir",
     "dataset.download",
+    "logger",
+    "plugins",
 )
 DONE = "DONE"
+FAILED = "FAILED"
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
 LOG = "train.log"
+TENSORBOARD = "tensorboard"  # folder of TensorBoard event files (logger=tensorboard)
+MLFLOW_RUN = "mlflow_run_id"  # the MLflow run this run directory logs to (logger=mlflow)
+LOCK = ".lock"
+#: The most bytes one path component may have on common filesystems (ext4, xfs, btrfs, NFS).
+NAME_MAX = 255
+
+
+class RunError(Exception):
+    """A run directory that cannot be used (unwritable, full disk, ...); the message is one line."""
+
+
+class RunBusy(RunError):
+    """Another live process holds the run directory's lock."""
+
+
+def _canonical(value):
+    """Numbers by value, not spelling: 1.0 and 1 hash alike (bools stay bools)."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without the keys of NON_IDENTITY_KEYS."""
+    """The resolved config without the keys of NON_IDENTITY_KEYS, numbers in canonical form."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("hydra", None)
     for dotted in NON_IDENTITY_KEYS:
@@ -49,15 +91,25 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
-    return data
+    return _canonical(data)
+
+
+def _name_value(value) -> str:
+    return (
+        f"{value:g}"
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else str(value)
+    )
 
 
 def run_id(cfg: DictConfig) -> str:
-    """Readable name plus a hash of the identity: digits_paper_cnn_sc0.5_bn_bm_sgd_s0_1a2b3c4d."""
+    """Readable name plus a hash of the identity: digits_paper_cnn_sc0.5_bn_bm_sgd_s0_1a2b3c4d.
+
+    The feedback part carries the options the rule lists in its `name_options`."""
     digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    feedback = cfg.feedback.name
-    if feedback == "sc":
-        feedback += f"{cfg.feedback.concordance:g}"
+    rule = RULES.get(cfg.feedback.name)
+    options = rule.name_options if rule is not None else ()
+    feedback = cfg.feedback.name + "-".join(_name_value(cfg.feedback[key]) for key in options)
     parts = [cfg.dataset.name, cfg.model.name, feedback, cfg.norm.name, cfg.optimizer.name]
     return "_".join(parts + [f"s{cfg.seed}", digest])
 
@@ -66,27 +118,61 @@ def run_directory(cfg: DictConfig) -> Path:
     return Path(cfg.output_root) / str(cfg.exp_name) / run_id(cfg)
 
 
+def check_writable(run_dir: Path) -> None:
+    """RunError unless `run_dir` exists as a writable folder or can be created: checked before any
+    data is read. Nothing is created."""
+    existing = run_dir
+    while not existing.exists():
+        if existing.is_symlink():  # a dangling link cannot be made into a folder
+            raise RunError(
+                f"cannot create the run directory {run_dir}: {existing} is a broken link"
+            )
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"cannot create the run directory {run_dir}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write the run directory {run_dir}: {existing} is not writable")
+
+
 def is_done(run_dir: Path) -> bool:
     return (run_dir / DONE).exists()
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def finished_metrics(run_dir: Path) -> dict | None:
+    """metrics.json of a finished run; None when the run is not finished. A run with DONE but no
+    readable metrics.json counts as unfinished (with a warning): it resumes from its checkpoint."""
+    if not is_done(run_dir):
+        return None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        metrics = json.loads((run_dir / METRICS).read_text())
+        if not isinstance(metrics, dict) or "test_acc" not in metrics:
+            raise ValueError("it holds no test_acc")
+        return metrics
+    except (OSError, ValueError) as error:
+        warnings.warn(
+            f"{run_dir} has DONE but no readable {METRICS} ({error}); finishing it from its "
+            "checkpoint",
+            stacklevel=2,
+        )
+        return None
+
+
+def write_error(path: Path, error: OSError) -> RunError:
+    """The one-line RunError for an OSError writing `path` in a run directory."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return RunError(f"cannot write {path.name} in the run directory {path.parent}: {reason}")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomic write; an OSError (full disk, read-only folder) becomes a one-line RunError."""
+    try:
+        atomic_write(path, lambda handle: handle.write(data))
+    except OSError as error:
+        raise write_error(path, error) from error
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda handle: handle.write(text.encode()))
+    write_bytes(path, text.encode())
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -94,21 +180,124 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    _atomic(path, lambda handle: torch.save(state, handle))
+    # Serialized in memory first: torch.save on a full disk raises an unhelpful RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+#: What a checkpoint must hold to resume a run.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "order", "rng", "history", "wall_seconds")
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict | None:
-    """The checkpoint, or None when there is none or it cannot be read (the run starts over)."""
+    """The checkpoint, or None when there is none or it is not one of ours (the run starts over,
+    with a warning)."""
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"it holds a {type(state).__name__}, not a dict")
+        missing = [key for key in CHECKPOINT_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        if not isinstance(state["history"], list):
+            raise ValueError("its history is not a list")
+        return state
+    # torch.load of a file that is not a checkpoint raises anything from KeyError to
+    # UnpicklingError; the remedy is the same.
+    except Exception as error:
         warnings.warn(f"unreadable checkpoint {path} ({error}); starting over", stacklevel=2)
         return None
 
 
 def clear(run_dir: Path) -> None:
-    """Remove a run's files before a forced rerun (DONE first, so a crash leaves it unfinished)."""
-    for name in (DONE, METRICS, HISTORY, CHECKPOINT, LOG, CONFIG):
+    """Remove a run's results before a forced rerun (DONE first: a crash leaves it unfinished)."""
+    for name in (DONE, FAILED, METRICS, HISTORY, CHECKPOINT, LOG, CONFIG):
         (run_dir / name).unlink(missing_ok=True)
+
+
+def write_failed(run_dir: Path, line: str, config_yaml: str | None) -> bool:
+    """Record a run that could not start: FAILED (its first line is `line`) and config.yaml.
+
+    Nothing is written into a finished run or one another process is training; returns whether
+    the record was written."""
+    if is_done(run_dir):
+        return False
+    try:
+        with RunLock(run_dir):
+            if config_yaml is not None:
+                write_text(run_dir / CONFIG, config_yaml)
+            write_text(run_dir / FAILED, line.rstrip("\n") + "\n")
+        return True
+    except RunError:
+        return False
+
+
+class RunLock:
+    """`with RunLock(run_dir):` holds the run directory's lock (creating the folder), or raises
+    RunBusy naming the process that holds it. The kernel releases it when the process ends."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self):
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise write_error(self.path, error) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunBusy(
+                    f"{self.path.parent} is being written by another process ({holder}); "
+                    "skipped: run it again once that one has ended"
+                ) from None
+            raise write_error(self.path, error) from error
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc_info):
+        os.close(self.fd)  # releases the flock
+        self.fd = None
+
+
+@functools.cache
+def code_version() -> dict[str, str | None]:
+    """asymbp's version and, when it runs from a git checkout, the commit (`-dirty` when tracked
+    files differ from it)."""
+    try:
+        version = importlib.metadata.version("asymbp")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    source = Path(__file__).resolve().parent.parent
+    commit = None
+    try:
+        git = ["git", "-C", str(source)]
+        top = subprocess.run(
+            [*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
+        )
+        if top.returncode == 0 and Path(top.stdout.strip()).resolve() == source:
+            commit = (
+                subprocess.run(
+                    [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+                ).stdout.strip()
+                or None
+            )
+            dirty = subprocess.run(
+                [*git, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=10,
+            ).stdout.strip()  # fmt: skip
+            if commit and dirty:
+                commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"asymbp_version": version, "git_commit": commit}

@@ -6,22 +6,21 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
 import sys
 import time
+import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 import pandas as pd
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from asymbp import runs
+from asymbp import jobs, loggers, plugins, runs
 from asymbp.build import (
     ConfigError,
     configure_torch,
@@ -34,9 +33,12 @@ from asymbp.build import (
 from asymbp.config import CONFIG_DIR, GROUPS
 from asymbp.data import DatasetError, channel_stats, load_dataset, stratified_split
 from asymbp.engine import Normalizer, evaluate, train_epoch
+from asymbp.files import remove_stale_temps
 from asymbp.metrics import error_alignment, weight_alignment
 
 log = logging.getLogger("asymbp")
+#: Errors that end a run with one line `asymbp-train: error: ...` (exit 2; 75 for RunBusy).
+ONE_LINE_ERRORS = (ConfigError, DatasetError, runs.RunError)
 
 
 def _made_dir(path: str) -> str:
@@ -81,13 +83,28 @@ class Splits:
         )
 
 
+class _RunLog(logging.FileHandler):
+    """train.log; a write that fails (full disk) stops the run with a one-line RunError instead of
+    logging's traceback on stderr."""
+
+    def handleError(self, record):  # noqa: N802 - logging's name
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise runs.write_error(Path(self.baseFilename), error) from error
+        super().handleError(record)
+
+
 @contextlib.contextmanager
 def _logging_to(run_dir: Path):
     """Log lines go to stderr and to the run directory's train.log for the duration of a run."""
     log.setLevel(logging.INFO)
     log.propagate = False
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / runs.LOG)]
+    try:
+        run_log = _RunLog(run_dir / runs.LOG)
+    except OSError as error:
+        raise runs.write_error(run_dir / runs.LOG, error) from error
+    handlers = [logging.StreamHandler(sys.stderr), run_log]
     for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
@@ -138,7 +155,9 @@ def _final_metrics(cfg, history, diverged, wall_seconds, device) -> dict:
         "diverged": diverged,
         "wall_seconds": wall_seconds,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        **runs.code_version(),
         "seed": cfg.seed,
         **{group: str(cfg[group].name) for group in GROUPS},
     }
@@ -146,6 +165,44 @@ def _final_metrics(cfg, history, diverged, wall_seconds, device) -> dict:
 
 def _json_safe(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _skipped(run_dir: Path, metrics: dict) -> dict:
+    now = runs.code_version()
+    then = {key: metrics.get(key) for key in now}
+    if then != now:
+        warnings.warn(
+            f"{run_dir} was finished by asymbp {then['asymbp_version']} (commit "
+            f"{then['git_commit']}), not this {now['asymbp_version']} (commit {now['git_commit']}):"
+            " reused as it is; force=true reruns it",
+            stacklevel=3,
+        )
+    print(f"skipped (already done): test_acc={metrics['test_acc']} run_dir={run_dir}")
+    return metrics
+
+
+def _fresh_state(cfg: DictConfig, splits: Splits, device: torch.device):
+    """Model, optimizer, scheduler and data order of a run's start, seeded by cfg.seed."""
+    torch.manual_seed(cfg.seed)
+    model = make_model(cfg, splits.input_shape, splits.num_classes).to(device)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer)
+    return model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed)
+
+
+def _check_inputs(model: torch.nn.Module, splits: Splits, cfg: DictConfig) -> None:
+    """One forward pass in eval mode (no state changes), so that a model that cannot take the
+    dataset's inputs fails here, before anything is written, with a one-line error."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(splits.normalize(splits.train[0][:2]))
+    except RuntimeError as error:
+        message = str(error).splitlines()[0]
+        raise ConfigError(
+            f"model={cfg.model.name} cannot take the inputs of dataset={cfg.dataset.name} "
+            f"(shape {tuple(splits.input_shape)}): {message}"
+        ) from None
 
 
 def run(
@@ -157,46 +214,99 @@ def run(
     """Train one configuration into `out_dir` (default: its run directory) and return metrics.json.
 
     A finished run (DONE) is skipped; an interrupted one resumes from its last completed epoch.
-    `on_epoch_end(epoch)` is called after each epoch is saved (tests use it to interrupt a run).
+    The config is checked, the data loaded and the model built before anything is written or
+    removed (force=true included); the run directory is then locked (runs.RunBusy if another
+    process holds it). `on_epoch_end(epoch)` is called after each epoch is saved (tests use it to
+    interrupt a run).
     """
+    plugins.load(cfg.plugins)  # user code registering datasets and models
     validate(cfg)
     run_dir = Path(out_dir) if out_dir is not None else runs.run_directory(cfg)
-    if cfg.force:
-        runs.clear(run_dir)
-    if runs.is_done(run_dir):
-        metrics = json.loads((run_dir / runs.METRICS).read_text())
-        print(f"skipped (already done): test_acc={metrics['test_acc']} run_dir={run_dir}")
-        return metrics
+    runs.check_writable(run_dir)
+    if not cfg.force and (metrics := runs.finished_metrics(run_dir)) is not None:
+        return _skipped(run_dir, metrics)
 
     configure_torch(cfg)
     device = select_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     splits = Splits(cfg, device)
-    model = make_model(cfg, splits.input_shape, splits.num_classes).to(device)
-    optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer)
-    order = torch.Generator().manual_seed(cfg.seed)
+    state = _fresh_state(cfg, splits, device)
+    _check_inputs(state[0], splits, cfg)
+    with runs.RunLock(run_dir):
+        # Another process may have finished it while this one was loading the data.
+        if not cfg.force and (metrics := runs.finished_metrics(run_dir)) is not None:
+            return _skipped(run_dir, metrics)
+        if cfg.force:
+            runs.clear(run_dir)
+        for name in (runs.DONE, runs.FAILED):  # a run under way is neither done nor failed
+            (run_dir / name).unlink(missing_ok=True)
+        stale = remove_stale_temps(run_dir)
+        runs.write_text(run_dir / runs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        with _logging_to(run_dir), loggers.open_logger(cfg, run_dir) as logger:
+            if stale:
+                log.info("removed stale temporary files: %s", ", ".join(p.name for p in stale))
+            state = _resume(cfg, run_dir, splits, device, state)
+            return _train(cfg, run_dir, splits, *state, device, on_epoch_end, logger)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_text(run_dir / runs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    with _logging_to(run_dir):
-        return _train(
-            cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_epoch_end
-        )
+
+def _execution(cfg: DictConfig, device: torch.device) -> dict:
+    """What a checkpoint records of how and by what code the run was computed."""
+    return {
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "deterministic": bool(cfg.deterministic),
+        "torch_version": str(torch.__version__),
+        **runs.code_version(),
+    }
 
 
-def _train(cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_epoch_end) -> dict:
-    log.info("%s", splits.description)
-    history, wall_seconds = [], 0.0
+def _resume(cfg, run_dir, splits, device, state):
+    """(model, optimizer, scheduler, order, history, wall_seconds, started): the checkpoint's, or
+    a fresh start when there is none or it does not fit this model (a warning says why).
+
+    A resumed run keeps the thread count it started with (it changes the last bits of the
+    results) and warns when it resumes on another device, torch or asymbp version."""
+    now = _execution(cfg, device)
     checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT, device)
-    if checkpoint is not None:
+    if checkpoint is None:
+        return (*state, [], 0.0, now)
+    model, optimizer, scheduler, order = state
+    try:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         order.set_state(checkpoint["order"])
         _set_rng_state(checkpoint["rng"])
-        history, wall_seconds = checkpoint["history"], checkpoint["wall_seconds"]
-        log.info("resuming %s after epoch %d", run_dir, len(history))
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        reason = str(error).splitlines()[0]
+        warnings.warn(
+            f"checkpoint {run_dir / runs.CHECKPOINT} does not fit this run ({reason}); "
+            "starting over",
+            stacklevel=2,
+        )
+        log.info("checkpoint does not fit (%s): starting over", reason)
+        return (*_fresh_state(cfg, splits, device), [], 0.0, now)
+    started = checkpoint.get("execution", {})
+    if started.get("threads") and started["threads"] != now["threads"]:
+        log.info("resuming with the %d threads the run started with", started["threads"])
+        torch.set_num_threads(started["threads"])
+        now["threads"] = started["threads"]
+    differs = {
+        key: (started.get(key), value) for key, value in now.items() if started.get(key) != value
+    }
+    if differs:
+        text = ", ".join(f"{key} {a} -> {b}" for key, (a, b) in differs.items())
+        warnings.warn(f"{run_dir} resumes across versions or settings: {text}", stacklevel=2)
+        log.info("resuming across versions or settings: %s", text)
+    history, wall_seconds = checkpoint["history"], checkpoint["wall_seconds"]
+    log.info("resuming %s after epoch %d", run_dir, len(history))
+    return model, optimizer, scheduler, order, history, wall_seconds, started or now
+
+
+def _train(
+    cfg, run_dir, splits, model, optimizer, scheduler, order, history, wall_seconds, started,
+    device, on_epoch_end, logger,
+) -> dict:  # fmt: skip
+    log.info("%s", splits.description)
     n_align = min(cfg.alignment_batch, splits.train[1].numel())
     align_batch = (splits.normalize(splits.train[0][:n_align]), splits.train[1][:n_align])
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
@@ -230,6 +340,7 @@ def _train(cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_
             row["test_acc"], row["seconds"], " DIVERGED" if result.diverged else "",
         )  # fmt: skip
         _write_history(run_dir, history)
+        logger.log_epoch(row)
         if result.diverged:
             diverged = True
             break
@@ -243,6 +354,7 @@ def _train(cfg, run_dir, splits, model, optimizer, scheduler, order, device, on_
                 "rng": _rng_state(),
                 "history": history,
                 "wall_seconds": wall_seconds,
+                "execution": started,
             },
         )
         if on_epoch_end is not None:
@@ -264,20 +376,14 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
     runs.write_text(run_dir / runs.HISTORY, frame[columns].to_csv(index=False))
 
 
-def _launcher_threads() -> int | None:
-    """Torch threads for one job of a parallel launcher, so that jobs do not oversubscribe cores:
-    cores / n_jobs under joblib, cpus_per_task under submitit; None elsewhere."""
-    if not HydraConfig.initialized():
-        return None
-    launcher = HydraConfig.get().launcher
-    target = str(launcher.get("_target_", ""))
-    if target.endswith("JoblibLauncher"):
-        cores = os.cpu_count() or 1
-        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else cores + 1 + launcher.n_jobs
-        return max(1, cores // max(1, n_jobs))
-    if "submitit_launcher" in target and launcher.get("cpus_per_task"):
-        return int(launcher.cpus_per_task)
-    return None
+def _record_failure(cfg: DictConfig, line: str) -> None:
+    """FAILED (and config.yaml) in the failed job's run directory, when it can be named."""
+    try:
+        run_dir = runs.run_directory(cfg)
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    except Exception:  # an unresolvable config has no run directory to record it in
+        return
+    runs.write_failed(run_dir, line, config_yaml)
 
 
 def objective(metrics: dict) -> float:
@@ -290,13 +396,37 @@ def objective(metrics: dict) -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
+    sweep = jobs.in_sweep()
+    if sweep:
+        jobs.end_with_parent()
     if cfg.threads is None:
-        cfg.threads = _launcher_threads()
+        cfg.threads = jobs.launcher_threads()
     try:
         metrics = run(cfg)
-    except (ConfigError, DatasetError) as error:
-        print(f"asymbp-train: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except ONE_LINE_ERRORS as error:
+        busy = isinstance(error, runs.RunBusy)
+        print(f"asymbp-train: {'' if busy else 'error: '}{error}", file=sys.stderr, flush=True)
+        if not sweep:
+            sys.exit(jobs.EXIT_BUSY if busy else 2)
+        if not busy:
+            _record_failure(cfg, str(error))
+        raise jobs.JobFailed(str(error)) from None
+    except KeyboardInterrupt:
+        if sweep:
+            raise  # the sweeper reports it once for the whole sweep
+        print(
+            "asymbp-train: interrupted; run the same command again to resume from the last "
+            "completed epoch",
+            file=sys.stderr,
+        )
+        sys.exit(jobs.EXIT_INTERRUPTED)
+    except Exception as error:
+        if not sweep:
+            raise
+        traceback.print_exc()  # a bug, not bad input: the traceback, then the sweep goes on
+        line = f"{type(error).__name__}: {error}".splitlines()[0]
+        _record_failure(cfg, line)
+        raise jobs.JobFailed(line) from None
     return objective(metrics)
 
 

@@ -668,6 +668,7 @@ def test_many_unreadable_images_are_an_error_naming_the_first(tmp_path):
     assert "unreadable image" in message and "2 of 15 images are unreadable" in message
 
 
+@pytest.mark.slow
 def test_asymbp_train_prints_the_one_line_error_and_exits_2(tmp_path):
     result = run_cli("dataset=cifar10", f"data_root={tmp_path}", f"output_root={tmp_path}")
     assert result.returncode == 2, result.stderr

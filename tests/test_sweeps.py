@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -16,9 +19,12 @@ from conftest import CONFIG_DIR, REPO, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
+from test_safety import ctrl_c_after_the_first_checkpoint, lock_held_elsewhere
 
+from asymbp import runs
 from asymbp.build import ConfigError, make_scheduler, validate
 from asymbp.report.cli import main as aggregate
+from asymbp.train import run
 
 SMALL = ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64", "epochs=1"]
 
@@ -41,6 +47,7 @@ def settings(job: list[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in job)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset, jobs",
     [
@@ -166,6 +173,7 @@ def test_parallel_launchers_finish_a_small_sweep(tmp_path, launcher):
     assert threads == {1}  # 2 cores / 2 joblib jobs, or submitit's cpus_per_task
 
 
+@pytest.mark.slow
 def test_reproduce_demo_profile_writes_the_report_with_every_row(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
@@ -236,3 +244,132 @@ def test_interrupted_sweep_reruns_only_the_missing_jobs(tmp_path):
     assert aggregate([str(out), "--out", str(report), "--no-figures"]) == 0
     runs = pd.read_csv(report / "runs.csv")
     assert len(runs) == 8 and runs["run"].is_unique and set(runs["status"]) == {"done"}
+
+
+# A bad job fails alone (issue 15, item 8) --------------------------------------------------------
+
+
+def _sweep_failure_checks(result, out, failed_line: str, finished: int):
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert f"asymbp-train: error: {failed_line}" in result.stderr
+    assert "asymbp-train: 1 of " in result.stderr and "jobs failed:" in result.stderr
+    assert len(done_runs(out)) == finished
+    (failed,) = list(out.rglob(runs.FAILED))
+    assert failed.read_text().splitlines()[0] == failed_line
+    assert (failed.parent / runs.CONFIG).exists() and not (failed.parent / runs.DONE).exists()
+    return failed.parent
+
+
+@pytest.mark.slow
+def test_a_bad_job_fails_alone_and_the_sweep_ends_non_zero(tmp_path):
+    out = tmp_path / "outputs"
+    result = run_cli(
+        "-m", "feedback=sc", "feedback.concordance=0.5,2,0.25", *SMALL, "threads=1",
+        "progress=false", f"output_root={out}", "exp_name=bad",
+    )  # fmt: skip
+    line = "feedback=sc: feedback concordance must be a fraction in [0, 1], got 2"
+    run_dir = _sweep_failure_checks(result, out, line, finished=2)
+    assert run_dir.name.startswith("synthetic_paper_cnn_sc2_")
+    assert [name.split("_")[3] for name in done_runs(out)] == ["sc0.25", "sc0.5"]
+
+
+@pytest.mark.slow
+def test_a_missing_dataset_fails_alone_under_joblib(tmp_path):
+    out = tmp_path / "outputs"
+    missing = tmp_path / "nowhere"
+    result = run_cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "dataset=fashion_mnist,digits",
+        f"data_root={missing}", "epochs=1", "train_subset=300", "model=mlp", "progress=false",
+        f"output_root={out}", "exp_name=missing",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert [name.split("_")[0] for name in done_runs(out)] == ["digits"]
+    (failed,) = list(out.rglob(runs.FAILED))
+    assert failed.read_text().startswith(
+        f"fashion_mnist: no train-images-idx3-ubyte(.gz) in {missing}"
+    )
+    assert "asymbp-train: 1 of 2 jobs failed:" in result.stderr
+
+
+def test_a_later_successful_start_removes_the_failed_record(make_config):
+    cfg = make_config(*SMALL)
+    run_dir = runs.run_directory(cfg)
+    assert runs.write_failed(run_dir, "fashion_mnist: no files\nmore", "seed: 0\n")
+    assert (run_dir / runs.FAILED).read_text() == "fashion_mnist: no files\nmore\n"
+    run(cfg)
+    assert not (run_dir / runs.FAILED).exists() and (run_dir / runs.DONE).exists()
+    assert not runs.write_failed(run_dir, "late failure", None)  # a finished run is left alone
+    assert not (run_dir / runs.FAILED).exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_job_whose_run_directory_is_busy_is_skipped_and_reported(tmp_path):
+    out = tmp_path / "outputs"
+    args = [*SMALL, "threads=1", "progress=false", f"output_root={out}", "exp_name=busy"]
+    run_dir = runs.run_directory(compose_config(*args, "seed=0"))
+    with lock_held_elsewhere(run_dir):
+        result = run_cli("-m", "seed=0,1", *args)
+    assert result.returncode == 1
+    assert "being written by another process" in result.stderr
+    assert [name.split("_")[7] for name in done_runs(out)] == ["s1"]
+    assert not (run_dir / runs.FAILED).exists()  # the other writer's run is not marked failed
+
+
+# Workers end with their parent (issue 15, item 12) ---------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat_file.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_a_joblib_sweep_ends_its_workers(tmp_path):
+    out = tmp_path / "outputs"
+    args = [
+        sys.executable, "-m", "asymbp.train", "-m", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", "seed=0,1", *SMALL, "epochs=1000", "progress=false",
+        f"output_root={out}", "exp_name=orphans",
+    ]  # fmt: skip
+    sweep = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob(runs.CHECKPOINT))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(list(out.rglob(runs.CHECKPOINT))) == 2, "the workers did not start"
+    workers = _children(sweep.pid)
+    sweep.kill()
+    sweep.wait()
+    deadline = time.monotonic() + 20
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [pid for pid in workers if _alive(pid)]
+    for pid in orphans:  # do not leave them training when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert orphans == []
+    histories = {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
+    time.sleep(1.0)
+    assert histories == {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_sweep_with_one_line_and_130(tmp_path):
+    args = ["-m", "seed=0,1", *SMALL, "epochs=500", "threads=1", "progress=false"]
+    last = ctrl_c_after_the_first_checkpoint(args, tmp_path / "outputs")
+    assert last.startswith("asymbp-train: sweep interrupted;")

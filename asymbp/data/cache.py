@@ -4,8 +4,9 @@ One file per dataset, split rule, size and options: `<cache_dir>/<dataset>-<spli
 (the hash covers every loader option that changes the tensors, the resolved root included).
 Inside, besides the tensors, is a fingerprint of the source files (their sizes and modification
 times, or the list of files read); when it no longer matches, the file is rebuilt. Files are
-written to a temporary name and renamed (os.replace), so that the runs of a sweep never read half
-a file; an unreadable cache file is rebuilt with a warning, never fatal.
+written to a temporary name and renamed (asymbp.files.atomic_write), so that the runs of a sweep
+never read half a file; an unreadable cache file is rebuilt with a warning, and a cache folder that
+cannot be written (read-only, full disk) is skipped with a warning: never fatal.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ import torch
 
 from asymbp.data.base import InMemoryDataset
 from asymbp.data.layout import DatasetWarning
+from asymbp.files import atomic_write, remove_stale_temps
 
 #: Bump when the decoding changes, so that older cache files are not reused.
 CACHE_FORMAT = 1
@@ -122,16 +123,12 @@ def _write(path: Path, key: CacheKey, data: InMemoryDataset) -> None:
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            # No fsync: a file cut short by a crash is detected on reading and rebuilt.
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as error:
+        remove_stale_temps(path.parent, path.name)
+        # No fsync: a file cut short by a crash is detected on reading and rebuilt.
+        atomic_write(path, lambda handle: torch.save(payload, handle), fsync=False)
+    # A full disk surfaces from torch.save as a RuntimeError, from close() as an OSError: either
+    # way the run goes on without the cache.
+    except (OSError, RuntimeError) as error:
         warnings.warn(
             f"{key.dataset}: cannot write cache file {path} ({error}); continuing without it",
             DatasetWarning,

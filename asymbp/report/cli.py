@@ -1,12 +1,12 @@
 """asymbp-aggregate: run directories -> CSVs, the paper's table (Markdown and LaTeX) and figures.
 
 `asymbp-aggregate RUN_DIR... --out DIR` (or `python -m asymbp.report`) finds every run
-directory (a folder holding `config.yaml`; hidden folders such as Hydra's `.hydra/` are skipped)
-under the given paths at any depth and writes into DIR:
+directory (a folder holding `config.yaml` or `FAILED`; hidden folders such as Hydra's `.hydra/`
+are skipped) under the given paths at any depth and writes into DIR:
 
-    runs.csv          one row per run: status, group choices, seed, final metrics, config
+    runs.csv          one row per run: status, reason, group choices, seed, final metrics, config
     history.csv       every run's per-epoch values in long form: run, epoch, metric, layer, value
-    summary.csv       per condition (config without seed): test error mean, std, n, n_diverged
+    summary.csv       per condition (config without seed): test error mean, std, n, n_<status>
     table_paper.md    rows: feedback rule x stabilization, columns: dataset (printed too)
     table_paper.tex   the same table for LaTeX (booktabs)
     anchors.csv/.md   our conditions next to the published numbers of asymbp/report/anchors.csv,
@@ -19,17 +19,26 @@ CSV and table files are a pure function of the run directories: rerunning gives 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from asymbp.config import GROUPS
 from asymbp.report.anchors import TOLERANCE, anchors_markdown, compare_all, load_anchors
 from asymbp.report.labels import METRIC_TEXT
 from asymbp.report.read import STATUSES, collect
 from asymbp.report.select import select_summary
-from asymbp.report.summary import METRICS, summarize
+from asymbp.report.summary import (
+    METRICS,
+    condition_columns,
+    mark_duplicates,
+    runs_without_validation,
+    summarize,
+)
 from asymbp.report.tables import LATEX, latex_table, markdown_table, paper_table, table_rows
 from asymbp.runs import NON_IDENTITY_KEYS
 
@@ -105,12 +114,23 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False, float_format="%.10g", lineterminator="\n")
 
 
+#: Statuses whose runs are listed one per line on stderr, with the reason.
+LISTED = ("failed", "broken", "duplicate")
+
+
 def _report(runs: pd.DataFrame) -> None:
     counts = runs["status"].value_counts()
     parts = ", ".join(f"{counts.get(status, 0)} {status}" for status in STATUSES)
     print(f"{len(runs)} runs: {parts}")
-    for entry in runs[runs["status"] == "broken"].itertuples():
-        print(f"broken: {entry.run} ({entry.reason})", file=sys.stderr)
+    for status in LISTED:
+        for entry in runs[runs["status"] == status].itertuples():
+            print(f"{status}: {entry.run} ({entry.reason})", file=sys.stderr)
+    if counts.get("duplicate", 0):
+        print(
+            f"warning: {counts['duplicate']} run(s) repeat a condition and seed found elsewhere; "
+            "each (condition, seed) is counted once (the others: status duplicate in runs.csv)",
+            file=sys.stderr,
+        )
 
 
 def write_outputs(
@@ -149,19 +169,69 @@ def _summary(
     return summarize(runs, metric, ignore)
 
 
+def _out_problem(out: Path) -> str:
+    """Why the report cannot be written into `out` (checked before anything is read)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder: give a folder (it is created if missing)"
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--out {out}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {out}: {parent} is not writable: choose another --out"
+    return ""
+
+
+def _ignore_problem(runs: pd.DataFrame, ignore: Sequence[str]) -> str:
+    """Why an --ignore key would change nothing: a key that no run's config has (a typo)."""
+    known = sorted(set(condition_columns(runs, ())) - set(GROUPS))
+    always = {*NON_IDENTITY_KEYS, "seed"}  # left out of every condition anyway
+    unknown = [key for key in ignore if key not in known and key not in always]
+    if not unknown:
+        return ""
+    hints = [difflib.get_close_matches(key, known, n=1) for key in unknown]
+    named = ", ".join(
+        f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        for key, hint in zip(unknown, hints, strict=True)
+    )
+    return f"unknown --ignore key {named}; the runs' config keys are: {', '.join(known)}"
+
+
+def _best_val_problem(runs: pd.DataFrame) -> str:
+    lacking = runs_without_validation(runs)
+    if lacking.empty:
+        return ""
+    return (
+        f"--metric best_val needs a validation split, but {len(lacking)} finished run(s) have "
+        f"none (val_fraction=0), e.g. {lacking['run'].iloc[0]}: use --metric final, or leave "
+        "those runs out"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    problem = _input_problem(args.run_dirs)
+    out = Path(args.out)
+    problem = _input_problem(args.run_dirs) or _out_problem(out)
     if problem:
         return _error(problem)
     runs, history = collect(args.run_dirs)
     if runs.empty:
         where = ", ".join(args.run_dirs)
         return _error(f"no run directories (folders with config.yaml) found under {where}")
+    problem = _ignore_problem(runs, args.ignore)
+    if problem:
+        return _error(problem)
     ignore = (*NON_IDENTITY_KEYS, *args.ignore)
+    runs = mark_duplicates(runs, ignore)
+    problem = _best_val_problem(runs) if args.metric == "best_val" else ""
+    if problem:
+        return _error(problem)
+    # anchors: at both epochs, the best-validation one only when every finished run has one
+    metrics = [m for m in METRICS if m == args.metric or _best_val_problem(runs) == ""]
     cols = _keys(args.cols)
     try:
-        summaries = {metric: _summary(runs, metric, ignore, args.select) for metric in METRICS}
+        summaries = {metric: _summary(runs, metric, ignore, args.select) for metric in metrics}
         summary = summaries[args.metric]
         rows = table_rows(summary, _keys(args.rows), cols)
         anchors = compare_all(summaries, load_anchors(), args.tolerance)
@@ -169,16 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(exc))
     if rows != _keys(args.rows):
         print(f"table rows extended by keys that vary within cells: {rows}", file=sys.stderr)
-    markdown = write_outputs(Path(args.out), runs, history, summary, rows, cols, args.metric)
-    write_csv(anchors, Path(args.out) / ANCHORS_CSV)
-    anchors_text = anchors_markdown(anchors, args.tolerance, METRIC_TEXT)
-    (Path(args.out) / ANCHORS_MD).write_text(anchors_text, encoding="utf-8")
-    _report(runs)
-    print(markdown)
-    if not args.no_figures:
-        from asymbp.report.figures import write_figures  # matplotlib is only imported to draw
+    try:
+        markdown = write_outputs(out, runs, history, summary, rows, cols, args.metric)
+        write_csv(anchors, out / ANCHORS_CSV)
+        anchors_text = anchors_markdown(anchors, args.tolerance, METRIC_TEXT)
+        (out / ANCHORS_MD).write_text(anchors_text, encoding="utf-8")
+        _report(runs)
+        print(markdown)
+        if not args.no_figures:
+            from asymbp.report.figures import write_figures  # matplotlib only when drawing
 
-        write_figures(runs, history, Path(args.out), args.metric, ignore)
+            write_figures(runs, history, out, args.metric, ignore)
+    except OSError as exc:
+        return _error(f"cannot write into --out {out}: {exc.strerror or exc}")
     print(f"wrote {args.out}")
     return 0
 

@@ -4,7 +4,9 @@ run's history in long form. Nothing here raises on a bad run: it gets status `br
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,7 +19,10 @@ from asymbp import runs as files
 from asymbp.config import GROUPS
 
 LEAD_COLUMNS = ("run", "status", "reason", *GROUPS, "seed")
-STATUSES = ("done", "diverged", "incomplete", "broken")
+#: done: finished (DONE) and consistent; diverged: finished with `diverged: true`; incomplete: no
+#: DONE yet; failed: stopped by a config or dataset error (FAILED); broken: files unreadable or
+#: inconsistent; duplicate: another run of the same condition and seed is counted instead.
+STATUSES = ("done", "diverged", "incomplete", "failed", "broken", "duplicate")
 
 # metrics.json fields kept under their own name in runs.csv; any other field is stored as
 # `metrics.<name>` (metrics.json's `device`, the device used, would clash with the config's).
@@ -49,7 +54,7 @@ def find_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def _walk(top: Path) -> Iterable[Path]:
     for dirpath, dirnames, filenames in os.walk(top):
-        if files.CONFIG in filenames:
+        if files.CONFIG in filenames or files.FAILED in filenames:
             dirnames.clear()
             yield Path(dirpath)
         else:
@@ -67,19 +72,46 @@ class RunRecord:
 
 
 def read_run(path: Path) -> RunRecord:
-    """Read one run directory; unreadable files give status `broken`, never an exception."""
+    """Read one run directory; unreadable or inconsistent files give status `broken` with the
+    reason, never an exception."""
     lead = {"run": path.as_posix()}
-    config, problem = _load(path / files.CONFIG, _parse_config)
-    if problem:
-        return RunRecord({**lead, "status": "broken", "reason": problem}, {}, {}, None)
+    config, config_problem = _load(path / files.CONFIG, _parse_config)
+    done = (path / files.DONE).exists()
+    if not done and (path / files.FAILED).exists():
+        return _record(lead, "failed", _failure(path), config or {}, {}, None)
+    if config_problem:
+        return RunRecord({**lead, "status": "broken", "reason": config_problem}, {}, {}, None)
     metrics, metrics_problem = _load(path / files.METRICS, _parse_metrics)
     history, history_problem = _load(path / files.HISTORY, _parse_history)
-    metrics = metrics or {}
-    status, reason = _status(path, metrics, [metrics_problem, history_problem])
-    lead |= {"status": status, "reason": reason}
+    frame = None if history is None else history.frame
+    if not done:
+        return _record(lead, "incomplete", f"no {files.DONE}", config, metrics or {}, frame)
+    problems = [metrics_problem, history_problem]
+    if not any(problems):
+        problems = check_finished(config, metrics, history)
+    problems = [problem for problem in problems if problem]
+    if problems:
+        return _record(lead, "broken", "; ".join(problems), config, metrics or {}, frame)
+    status = "diverged" if metrics["diverged"] else "done"
+    return _record(lead, status, "", config, metrics, frame)
+
+
+def _record(
+    lead: dict, status: str, reason: str, config: dict, metrics: dict, history: pd.DataFrame | None
+) -> RunRecord:
+    lead = {**lead, "status": status, "reason": reason}
     lead |= {group: _group_choice(config, metrics, group) for group in GROUPS}
     lead["seed"] = config.get("seed", metrics.get("seed"))
     return RunRecord(lead, _metric_fields(metrics), flatten(config), history)
+
+
+def _failure(path: Path) -> str:
+    """The first line of FAILED: the one-line error that stopped the run."""
+    try:
+        lines = (path / files.FAILED).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        return f"{files.FAILED} unreadable ({type(exc).__name__})"
+    return lines[0].strip() if lines and lines[0].strip() else f"{files.FAILED} (no reason given)"
 
 
 def _load(path: Path, parse: Callable[[Path], object]) -> tuple[object, str]:
@@ -107,23 +139,120 @@ def _parse_metrics(path: Path) -> dict:
     return _mapping(json.loads(path.read_text(encoding="utf-8")))
 
 
-def _parse_history(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path).apply(pd.to_numeric, errors="coerce")
+@dataclass
+class History:
+    """history.csv's complete rows, and whether its last line was cut short (and left out)."""
+
+    frame: pd.DataFrame
+    truncated: bool
+
+
+def _parse_history(path: Path) -> History:
+    text = path.read_text(encoding="utf-8")
+    truncated = not text.endswith("\n")
+    if truncated:  # a partial row would be read as wrong numbers: keep the complete lines only
+        text = text[: text.rfind("\n") + 1]
+    frame = pd.read_csv(io.StringIO(text)).apply(pd.to_numeric, errors="coerce")
     if "epoch" not in frame.columns:
         raise ValueError("no epoch column")
     frame = frame.dropna(subset=["epoch"])
-    return frame.astype({"epoch": int})
+    return History(frame.astype({"epoch": int}), truncated)
 
 
-def _status(path: Path, metrics: dict, problems: list[str]) -> tuple[str, str]:
-    if not (path / files.DONE).exists():
-        return "incomplete", f"no {files.DONE}"
-    problems = [problem for problem in problems if problem]
+#: metrics.json fields that every finished run has and the report uses.
+REQUIRED_METRICS = (
+    "test_acc",
+    "test_error",
+    "best_val_acc",
+    "test_acc_at_best_val",
+    "epochs_completed",
+    "diverged",
+)
+ACCURACIES = ("test_acc", "val_acc", "best_val_acc", "test_acc_at_best_val")
+HISTORY_ACCURACIES = ("train_acc", "val_acc", "test_acc")
+TOLERANCE = 1e-9
+
+
+def check_finished(config: dict, metrics: dict, history: History) -> list[str]:
+    """Why a finished run's files cannot all be true (empty when they agree): metrics.json
+    complete and in range, history.csv whole and as long as the epochs metrics.json counts, and
+    config.yaml naming the same choices, seed and epochs."""
+    missing = [key for key in REQUIRED_METRICS if key not in metrics]
+    if missing:
+        return [f"{files.METRICS} lacks {', '.join(missing)}"]
+    problems = [*_metric_problems(metrics), *_history_problems(history)]
     if problems:
-        return "broken", "; ".join(problems)
-    if metrics.get("diverged") is True:
-        return "diverged", ""
-    return "done", ""
+        return problems
+    return _agreement_problems(config, metrics, history.frame)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metric_problems(metrics: dict) -> list[str]:
+    problems = []
+    for key in ACCURACIES:
+        value = metrics.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+            problems.append(f"{files.METRICS} {key} {value!r} is not an accuracy in [0, 1]")
+    if not isinstance(metrics["diverged"], bool):
+        problems.append(f"{files.METRICS} diverged {metrics['diverged']!r} is not true/false")
+    completed = metrics["epochs_completed"]
+    if not (isinstance(completed, int) and not isinstance(completed, bool) and completed >= 0):
+        problems.append(f"{files.METRICS} epochs_completed {completed!r} is not a count")
+    test_acc, test_error = metrics["test_acc"], metrics["test_error"]
+    if not problems and _is_number(test_acc) and not _is_number(test_error):
+        problems.append(f"{files.METRICS} test_error {test_error!r} is not a number")
+    elif not problems and _is_number(test_acc) and abs(test_error - (1 - test_acc)) > TOLERANCE:
+        problems.append(f"{files.METRICS} test_error {test_error} is not 1 - test_acc {test_acc}")
+    return problems
+
+
+def _history_problems(history: History) -> list[str]:
+    frame = history.frame
+    if history.truncated:
+        return [f"{files.HISTORY} ends in a cut-short line (after epoch {len(frame)})"]
+    if frame["epoch"].tolist() != list(range(1, len(frame) + 1)):
+        return [f"{files.HISTORY} epochs are not 1, 2, ... {len(frame)}"]
+    for column in (c for c in HISTORY_ACCURACIES if c in frame):
+        outside = frame[(frame[column] < 0) | (frame[column] > 1)]
+        if not outside.empty:
+            row = outside.iloc[0]
+            return [
+                f"{files.HISTORY} {column} {row[column]:g} at epoch {int(row['epoch'])} is not "
+                "an accuracy in [0, 1]"
+            ]
+    return []
+
+
+def _agreement_problems(config: dict, metrics: dict, frame: pd.DataFrame) -> list[str]:
+    problems = []
+    diverged, completed = metrics["diverged"], metrics["epochs_completed"]
+    if len(frame) != completed + diverged:
+        extra = " plus the diverged one" if diverged else ""
+        problems.append(
+            f"{files.HISTORY} has {len(frame)} epochs, {files.METRICS} says {completed}{extra}"
+        )
+    elif len(frame) and _is_number(metrics["test_acc"]):
+        last = frame["test_acc"].iloc[-1] if "test_acc" in frame else math.nan
+        if not math.isnan(last) and abs(last - metrics["test_acc"]) > TOLERANCE:
+            problems.append(
+                f"{files.METRICS} test_acc {metrics['test_acc']} is not the last epoch's "
+                f"({last:g}) in {files.HISTORY}"
+            )
+    for key in (*GROUPS, "seed"):
+        said = _group_choice(config, {}, key) if key in GROUPS else config.get(key)
+        ran = metrics.get(key)
+        if said is not None and ran is not None and said != ran:
+            problems.append(f"{files.CONFIG} says {key}={said}, {files.METRICS} says {ran}")
+    epochs = config.get("epochs")
+    if _is_number(epochs) and not diverged and completed != epochs:
+        problems.append(
+            f"{files.CONFIG} says epochs={epochs}, {files.METRICS} says {completed} completed "
+            "without diverging"
+        )
+    return problems
 
 
 def _group_choice(config: dict, metrics: dict, group: str) -> object:

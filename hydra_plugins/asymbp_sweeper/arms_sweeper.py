@@ -3,7 +3,9 @@
 A sweep such as "sc at five concordances, plus rndf as a reference" is not one cartesian product:
 rndf has no concordance. Each arm is a product of its own (arm keys on top of `params`, command-line
 overrides on top of both); the jobs are the union of the arms, without duplicates. With no arms it
-is exactly the basic sweeper, so it serves as asymbp's default sweeper.
+is exactly the basic sweeper, so it serves as asymbp's default sweeper. Unlike the basic sweeper,
+a failed job does not stop the sweep: all jobs run, then the sweep exits non-zero listing the
+failures.
 
     hydra:
       sweeper:
@@ -15,12 +17,15 @@ is exactly the basic sweeper, so it serves as asymbp's default sweeper.
 
 # No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
 # dataclasses cannot resolve string annotations, and OmegaConf needs the real types.
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional  # noqa: UP035 - OmegaConf reads these types
+from typing import Any, Dict, List, Optional, Tuple  # noqa: UP035 - OmegaConf reads these types
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 
 
 @dataclass
@@ -36,6 +41,27 @@ ConfigStore.instance().store(
 )
 
 
+class _FailureRecorder:
+    """Wraps the launcher: failed jobs are collected instead of ending the sweep (the basic
+    sweeper raises the first failure it reads, after its batch, and no later batch runs)."""
+
+    def __init__(self, launcher) -> None:
+        self.launcher = launcher
+        self.failed: List[Tuple[List[str], BaseException]] = []  # noqa: UP006
+
+    def launch(self, job_overrides, initial_job_idx):
+        results = self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+        for result in results:
+            if result.status == JobStatus.FAILED:
+                self.failed.append((list(result.overrides), result._return_value))
+                # Counted here; marked done so that the basic sweeper goes on to the next batch.
+                result.status, result._return_value = JobStatus.COMPLETED, None
+        return results
+
+    def __getattr__(self, name):
+        return getattr(self.launcher, name)
+
+
 class ArmsSweeper(BasicSweeper):
     def __init__(self, max_batch_size=None, params=None, arms=None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
@@ -43,8 +69,31 @@ class ArmsSweeper(BasicSweeper):
         self._command_line: List[str] = []  # noqa: UP006
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Every job runs even when some fail; then a failure ends the sweep with exit status 1,
+        listing the failed jobs (each printed its one-line error when it failed). Ctrl-C ends it
+        with one line and status 130."""
+        from asymbp import jobs  # imported here: Hydra imports plugins in every Hydra app
+
         self._command_line = list(arguments)
-        return super().sweep(arguments)
+        os.environ[jobs.SWEEP_PID_ENV] = str(os.getpid())  # workers end when this process does
+        self.launcher = _FailureRecorder(self.launcher)
+        try:
+            returns = super().sweep(arguments)
+        except KeyboardInterrupt:
+            print(
+                "asymbp-train: sweep interrupted; run the same command again: finished runs are "
+                "skipped, interrupted ones resume",
+                file=sys.stderr,
+            )
+            sys.exit(jobs.EXIT_INTERRUPTED)
+        failed = self.launcher.failed
+        if failed:
+            total = sum(len(batch) for batch in returns)
+            print(f"asymbp-train: {len(failed)} of {total} jobs failed:", file=sys.stderr)
+            for overrides, error in failed:
+                print(f"  {' '.join(overrides)}: {error}", file=sys.stderr)
+            sys.exit(1)
+        return returns
 
     def split_arguments(self, overrides, max_batch_size):  # replaces the basic sweeper's product
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

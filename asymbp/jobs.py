@@ -1,0 +1,84 @@
+"""A training run as one job of a Hydra `-m` sweep: its thread budget, its failure record, and its
+end when the sweep's process ends.
+
+The sweeper (hydra_plugins/asymbp_sweeper) runs every job even when some fail, then exits
+non-zero listing them; a job that fails with a one-line error raises `JobFailed` after
+`asymbp.runs.write_failed` has recorded it in its run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+#: Set by the sweeper to its process id; a job running in a child of that process (a joblib or
+#: submitit-local worker) ends when that process is gone.
+SWEEP_PID_ENV = "ASYMBP_SWEEP_PID"
+#: Seconds between two checks that the sweep's process is still there.
+PARENT_CHECK_SECONDS = 0.5
+#: Exit status of a job whose run directory another process is writing (EX_TEMPFAIL: try later).
+EXIT_BUSY = 75
+#: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+
+_watching = False
+
+
+class JobFailed(Exception):
+    """A sweep job that failed; its message is the one-line error (already printed)."""
+
+
+def in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def launcher_threads() -> int | None:
+    """Torch threads for one job of a parallel launcher, so that jobs do not oversubscribe cores:
+    cores / n_jobs under joblib, cpus_per_task under submitit; None elsewhere."""
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        cores = os.cpu_count() or 1
+        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else cores + 1 + launcher.n_jobs
+        return max(1, cores // max(1, n_jobs))
+    if "submitit_launcher" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
+
+
+def end_with_parent() -> bool:
+    """In a worker process of the sweep, start a thread that ends this process as soon as the
+    sweep's process is gone (killed, even by SIGKILL), so that no orphan keeps training and races
+    with a rerun. Returns whether it was started (not in the sweep's own process, nor on SLURM)."""
+    global _watching
+    sweep_pid = os.environ.get(SWEEP_PID_ENV)
+    if not sweep_pid or not sweep_pid.isdigit() or int(sweep_pid) == os.getpid():
+        return False
+    parent = os.getppid()
+    if parent != int(sweep_pid):  # e.g. a SLURM job: its parent is slurmstepd
+        return False
+    if _watching:  # a worker runs many jobs; one watcher serves them all
+        return True
+    _watching = True
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        print(
+            "asymbp-train: the sweep's process has ended; stopping this job (rerun the sweep to "
+            "resume it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_INTERRUPTED)  # files are written atomically: the run resumes on rerun
+
+    threading.Thread(target=watch, name="asymbp-parent-watch", daemon=True).start()
+    return True

@@ -1,0 +1,89 @@
+"""Long default runs: does training get worse after it has converged? (issue 15, "long default
+runs get worse").
+
+Conditions: the default config (digits, paper_cnn, uSF, BN+BM, SGD momentum 0.9, weight decay
+5e-4, bm_lr 5e-4, cosine schedule over the run) for `--epochs` (150 by default), one torch thread,
+CPU, deterministic, side by side with variants that change one thing each: Batch Manhattan taking
+the sign of the momentum update (`norm.sign_of=update`), no momentum, and plain SGD with BN (no BM).
+For each it prints the lowest training loss and its epoch, the last epoch's training loss and test
+accuracy, and how much the output layer's weight norm grew from its initialization.
+
+What it showed (see benchmarks/README.md): with the sign taken of the raw gradient, as Xiao et al.
+(2018) do and asymbp does by default, every step moves every weight by bm_lr whatever the size of
+its gradient; once the training loss is near zero the gradient only says "grow the margins", which
+the output layer (no BN after it) does by growing its weights, up to 10x faster with momentum 0.9,
+and weight decay (5e-4 * w added to a sign of size 1) cannot hold it back. The logits grow, the
+loss of the few misfit samples explodes and training gets worse. `flag` marks a run whose last
+training loss is over 100x its lowest and over 0.01.
+
+    python benchmarks/long_run_stability.py [--epochs 150] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+from tabulate import tabulate
+
+from asymbp import runs
+from asymbp.build import make_model
+from asymbp.config import CONFIG_DIR
+from asymbp.train import Splits, run
+
+VARIANTS = {
+    "default (sign of gradient, momentum 0.9)": [],
+    "norm.sign_of=update": ["norm.sign_of=update"],
+    "optimizer.momentum=0": ["optimizer.momentum=0"],
+    "norm=bn (plain SGD, no BM)": ["norm=bn"],
+}
+
+
+def output_layer_norm(state: dict) -> float:
+    weights = [key for key, value in state.items() if key.endswith("weight") and value.dim() == 2]
+    return float(state[weights[-1]].norm())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        for label, overrides in VARIANTS.items():
+            with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose("train", overrides=[
+                    f"epochs={args.epochs}", f"seed={args.seed}", "threads=1", "device=cpu",
+                    "deterministic=true", "alignment=false", "progress=false",
+                    f"output_root={out}", *overrides,
+                ])  # fmt: skip
+            metrics = run(cfg)
+            run_dir = runs.run_directory(cfg)
+            history = pd.read_csv(run_dir / runs.HISTORY)
+            torch.manual_seed(cfg.seed)
+            splits = Splits(cfg, torch.device("cpu"))
+            initial = make_model(cfg, splits.input_shape, splits.num_classes).state_dict()
+            final = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)["model"]
+            lowest = history["train_loss"].idxmin()
+            last_loss = history["train_loss"].iloc[-1]
+            low = history["train_loss"].iloc[lowest]
+            growth = output_layer_norm(final) / output_layer_norm(initial)
+            rows.append({
+                "variant": label,
+                "lowest train loss (epoch)": f"{low:.2g} ({history['epoch'].iloc[lowest]})",
+                "last train loss": f"{last_loss:.3g}",
+                "best test acc": f"{history['test_acc'].max():.4f}",
+                "last test acc": f"{metrics['test_acc']:.4f}",
+                "output-layer |W| growth": f"{growth:.1f}x",
+                "flag": "GETS WORSE" if last_loss > max(100 * low, 0.01) else "",
+            })  # fmt: skip
+    print(f"digits, {args.epochs} epochs, seed {args.seed}, torch {torch.__version__}, 1 thread")
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+
+
+if __name__ == "__main__":
+    main()
