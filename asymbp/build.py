@@ -20,7 +20,7 @@ from asymbp.models import MODELS, build_model
 from asymbp.optim import BatchManhattan
 from asymbp.runs import NAME_MAX
 
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "multistep")
 #: feedback keys that configure the conversion, not the rule object.
 RULE_KEYS = ("name", "last_layer_bp")
 #: The keys of a norm config (read by make_model and make_optimizer).
@@ -31,7 +31,7 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], tuple[str, ...]]] = {
     "adam": (torch.optim.Adam, ("betas", "weight_decay")),
 }
 #: Keys of every optimizer config: its name, the two rates and the schedule.
-RATE_KEYS = ("name", "lr", "bm_lr", "schedule", "step_size", "gamma")
+RATE_KEYS = ("name", "lr", "bm_lr", "schedule", "step_size", "gamma", "milestones")
 #: Seeds go to torch.manual_seed and torch.Generator.manual_seed (64-bit).
 SEED_RANGE = (0, 2**63 - 1)
 
@@ -192,6 +192,10 @@ def _check_optimizer(cfg: DictConfig) -> None:
         ok = _is_number(opt.momentum) and 0 <= opt.momentum < 1
         _check(ok, "optimizer.momentum", opt.momentum, "a number in [0, 1)")
     _check(opt.schedule in SCHEDULES, "optimizer.schedule", opt.schedule, f"one of {SCHEDULES}")
+    if opt.schedule == "multistep":
+        milestones = opt.get("milestones")
+        ok = bool(milestones) and all(isinstance(m, int) and m > 0 for m in milestones)
+        _check(ok, "optimizer.milestones", milestones, "a list of epochs > 0 (multistep)")
     # torch's StepLR accepts both and fails later, at the end of the first epoch.
     _check(
         isinstance(opt.step_size, int) and opt.step_size >= 1,
@@ -286,4 +290,8 @@ def make_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
         )
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if schedule == "multistep":  # times gamma at each epoch of optimizer.milestones (biotorch's)
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(cfg.optimizer.milestones), gamma=cfg.optimizer.gamma
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)

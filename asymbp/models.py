@@ -286,6 +286,10 @@ def resnet18(*, in_channels: int, image_size: int, num_classes: int, batch_norm:
 # ------------------------------------------------------------------------------------------ lenet5
 
 
+#: lenet5's `init` choices (conf/model/lenet5.yaml).
+LENET_INITS = ("default", "xavier")
+
+
 @register_model("lenet5")
 def lenet5(
     *,
@@ -294,13 +298,17 @@ def lenet5(
     num_classes: int,
     batch_norm: bool,
     activation: str = "relu",
+    init: str = "default",
 ) -> nn.Module:
     """biotorch's LeNetMNIST (Sanfiz & Akrout 2021), the network of its MNIST/Fashion-MNIST runs.
 
     conv5x5-6 -> act -> max-pool 2, conv5x5-16 -> act -> max-pool 2, conv5x5-120 -> act,
     fc-84 -> act, fc-classes, for 32x32 inputs; 28x28 inputs are zero-padded by 2 in the first
     convolution (biotorch resizes them to 32x32 instead). activation: "relu" (biotorch's) or
-    "tanh" (LeCun et al. 1998's). [BN] follows every conv/fc layer but the last.
+    "tanh" (LeCun et al. 1998's). [BN] follows every conv/fc layer but the last. init:
+    "default" (PyTorch's, Kaiming-uniform a=sqrt(5): biotorch's non-Xavier branch too) or
+    "xavier" (biotorch's benchmarks: Xavier-uniform weights, gain 1, and zero biases, as in
+    init_parameters of jsalbert/biotorch biotorch/layers/fa_constructor/conv.py and linear.py).
     """
     if image_size not in (28, 32):
         raise ValueError(f"lenet5 takes 28x28 or 32x32 images, got {image_size}x{image_size}")
@@ -309,8 +317,10 @@ def lenet5(
         raise ValueError(
             f"lenet5: activation must be one of {sorted(activations)}, not {activation!r}"
         )
+    if init not in LENET_INITS:
+        raise ValueError(f"lenet5: init must be one of {list(LENET_INITS)}, not {init!r}")
     act = activations[activation]
-    return nn.Sequential(
+    model = nn.Sequential(
         nn.Conv2d(in_channels, 6, 5, padding=2 if image_size == 28 else 0),
         *_bn2d(6, batch_norm),
         act(),
@@ -328,3 +338,9 @@ def lenet5(
         act(),
         nn.Linear(84, num_classes),
     )
+    if init == "xavier":
+        for layer in model.modules():
+            if isinstance(layer, nn.Conv2d | nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+    return model

@@ -41,6 +41,16 @@ log = logging.getLogger("asymbp")
 ONE_LINE_ERRORS = (ConfigError, DatasetError, runs.RunError)
 
 
+def _made_dir(path: str) -> str:
+    """${asymbp.mkdir:DIR} is DIR, created: the hparams_search presets keep their Optuna study
+    (sqlite) in the sweep folder, which Hydra creates only after the sweeper opened the study."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+OmegaConf.register_new_resolver("asymbp.mkdir", _made_dir, replace=True)
+
+
 class Splits:
     """Train / validation / test tensors on the device, and their normalizer."""
 
@@ -375,15 +385,23 @@ def _record_failure(cfg: DictConfig, line: str) -> None:
     runs.write_failed(run_dir, line, config_yaml)
 
 
+def objective(metrics: dict) -> float:
+    """What a sweeper that optimizes (hparams_search: Optuna) maximizes: the best validation
+    accuracy; 0.0 for a diverged run or one without a validation split."""
+    value = metrics.get("best_val_acc")
+    finite = isinstance(value, int | float) and math.isfinite(value)
+    return float(value) if finite and not metrics.get("diverged") else 0.0
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
     sweep = jobs.in_sweep()
     if sweep:
         jobs.end_with_parent()
     if cfg.threads is None:
         cfg.threads = jobs.launcher_threads()
     try:
-        run(cfg)
+        metrics = run(cfg)
     except ONE_LINE_ERRORS as error:
         busy = isinstance(error, runs.RunBusy)
         print(f"asymbp-train: {'' if busy else 'error: '}{error}", file=sys.stderr, flush=True)
@@ -408,6 +426,7 @@ def main(cfg: DictConfig) -> None:
         line = f"{type(error).__name__}: {error}".splitlines()[0]
         _record_failure(cfg, line)
         raise jobs.JobFailed(line) from None
+    return objective(metrics)
 
 
 if __name__ == "__main__":

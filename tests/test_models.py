@@ -150,6 +150,18 @@ def test_lenet5_follows_biotorch():
     assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 4
 
 
+def test_lenet5_xavier_init_is_biotorchs():
+    # biotorch's init="xavier" (biotorch/layers/fa_constructor: init_parameters): weights
+    # Xavier-uniform, bound sqrt(6 / (fan_in + fan_out)), biases zero.
+    xavier = weight_layers(build("lenet5", 1, 32, False, init="xavier"))
+    default = weight_layers(build("lenet5", 1, 32, False))
+    for (_, layer), (_, plain) in zip(xavier, default, strict=True):
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        assert torch.count_nonzero(layer.bias) == 0 and torch.count_nonzero(plain.bias) > 0
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+
+
 @pytest.mark.parametrize(
     ("name", "options", "error", "match"),
     [
@@ -159,6 +171,7 @@ def test_lenet5_follows_biotorch():
         ("mlp", {"num_classes": 1}, ValueError, "num_classes must be >= 2"),
         ("mlp", {"depth": 3}, TypeError, r"unknown options \['depth'\]; its options are: hidden"),
         ("lenet5", {"activation": "gelu"}, ValueError, "activation must be one of"),
+        ("lenet5", {"init": "he"}, ValueError, "init must be one of"),
         ("mlp", {"hidden": [4, 0]}, ValueError, "hidden widths must be >= 1"),
     ],
 )

@@ -125,3 +125,34 @@ def test_regenerating_keeps_the_sections_below_the_marker(tmp_path):
     assert write_results.main([str(report), "--out", str(docs), "--command", "c"]) == 0
     again = (docs / "RESULTS.md").read_text()
     assert again.startswith(first) and again.endswith(hand) and again.count("kept text") == 1
+
+
+def test_stabilization_claim_split_by_feedback_scale(tmp_path):
+    # Unit-magnitude usf diverges without BN/BM; biotorch's init_std-scaled usf trains there as
+    # well as bp: the claim holds for the paper's usf and not for biotorch's.
+    rows = [
+        condition("bp", "none", 0.10),
+        condition("usf", "none", 0.9, n=0, diverged=3, scale=1.0),
+        condition("usf", "none", 0.10, scale="init_std"),
+        condition("bp", "bn_bm", 0.09),
+        condition("usf", "bn_bm", 0.09, scale=1.0),
+        condition("usf", "bn_bm", 0.09, scale="init_std"),
+    ]
+    summary = write_results.load(write_report(tmp_path, rows))
+    verdict, lines = write_results.claim_stabilization_by_scale(summary, "toy")
+    assert verdict == (
+        "unit magnitudes (the paper's): holds: 1 of 1 asymmetric rules diverge or end more than "
+        "1 point worse than bp without BN and BM; 1 of 1 train with BN and/or BM; "
+        "scale=init_std (biotorch's): does not hold: 0 of 1 asymmetric rules diverge or end more "
+        "than 1 point worse than bp without BN and BM; 1 of 1 train with BN and/or BM"
+    )
+    assert (
+        "scale=init_std (biotorch's): usf: none 10.00 ± 0.20; best stabilized (BN+BM) 9.00 ± 0.20"
+        in lines
+    )
+    # Without init_std runs without BN/BM, claim 4 is judged once, as before.
+    (tmp_path / "paper").mkdir()
+    paper = write_results.load(paper_like(tmp_path / "paper"))
+    assert write_results.claim_stabilization_by_scale(paper, "toy") == (
+        write_results.claim_stabilization(paper, "toy")
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import torch
 from conftest import CONFIG_DIR, REPO, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
@@ -20,7 +22,7 @@ from omegaconf import OmegaConf
 from test_safety import ctrl_c_after_the_first_checkpoint, lock_held_elsewhere
 
 from asymbp import runs
-from asymbp.build import validate
+from asymbp.build import ConfigError, make_scheduler, validate
 from asymbp.report.cli import main as aggregate
 from asymbp.train import run
 
@@ -52,6 +54,10 @@ def settings(job: list[str]) -> dict[str, str]:
         ("paper_table", 5 * 4 * 3),
         ("paper_concordance", (5 + 1) * 3),
         ("paper_magnitude", (2 + 4) * 3),
+        # (rules + unit-scale uSF without BN/BM, rules with BN+BM) x lr grid x seeds
+        ("biotorch_fashion", ((1 + 4 + 1) + (1 + 4)) * 2 * 3),
+        ("biotorch_mnist", ((1 + 4 + 1) + (1 + 4)) * 2 * 3),
+        ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 2) * 3),  # BN at biotorch's lr; BN+BM x bm_lr
     ],
 )
 def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
@@ -62,6 +68,50 @@ def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
         cfg = compose_config(f"experiment={preset}", *job)
         validate(cfg)
         assert cfg.exp_name == preset
+
+
+def test_biotorch_presets_follow_their_protocol():
+    cfg = compose_config("experiment=biotorch_fashion", "feedback=usf", "norm=none")
+    assert (cfg.dataset.name, cfg.dataset.image_size, cfg.model.init) == (
+        "fashion_mnist",
+        32,
+        "xavier",
+    )
+    assert (cfg.batch_size, cfg.epochs, list(cfg.optimizer.milestones)) == (64, 100, [50, 75])
+    assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, 0.001)
+    assert compose_config("experiment=biotorch_mnist").dataset.name == "mnist"
+    jobs = [settings(job) for job in expand("biotorch_fashion", "seed=0")]
+    scales = {(job["feedback"], job["norm"], job.get("feedback.scale")) for job in jobs}
+    assert {scale for rule, norm, scale in scales if rule in ("brsf", "frsf", "rndf")} == {
+        "init_std"
+    }
+    assert {scale for rule, norm, scale in scales if rule == "usf"} == {"init_std", "1.0"}
+    assert ("usf", "bn_bm", "1.0") not in scales  # unit uSF only without BN/BM (claim 4)
+    assert {(job["norm"], job.get("optimizer.lr"), job.get("optimizer.bm_lr")) for job in jobs} == {
+        ("none", "0.01", None), ("none", "0.05", None),
+        ("bn_bm", None, "0.0001"), ("bn_bm", None, "0.0005"),
+    }  # fmt: skip
+
+
+def test_multistep_schedule_divides_at_the_milestones():
+    cfg = compose_config("experiment=biotorch_fashion", "dataset=synthetic", "norm=none")
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr)
+    scheduler = make_scheduler(cfg, optimizer)
+    rates = []
+    for _ in range(80):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    lr = cfg.optimizer.lr
+    assert (
+        rates[49] == lr
+        and rates[50] == pytest.approx(lr / 10)
+        and rates[75] == pytest.approx(lr / 100)
+    )
+    bad = compose_config("experiment=biotorch_fashion", "optimizer.milestones=[]")
+    with pytest.raises(ConfigError, match="optimizer.milestones"):
+        validate(bad)
 
 
 def test_paper_concordance_is_sc_at_five_fractions_plus_rndf():
@@ -147,6 +197,24 @@ def test_reproduce_demo_profile_writes_the_report_with_every_row(tmp_path):
     assert table in result.stdout  # the table is printed at the end
     runs = pd.read_csv(report / "runs.csv")
     assert len(runs) == 20 + 5  # rndf BN+BM is shared by both presets
+
+
+def test_fashion_full_profile_is_the_biotorch_grid_sized_for_two_hours():
+    spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts/reproduce_paper.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script  # its dataclasses look their module up there
+    spec.loader.exec_module(script)
+    profile = script.PROFILES["fashion_full"]
+    assert profile.presets == ("biotorch_fashion",) and profile.seeds == 3
+    jobs = expand("biotorch_fashion", *profile.overrides, "seed=0,1,2")
+    assert len(jobs) == 66
+    for job in jobs[:: len(jobs) // 6]:
+        cfg = compose_config("experiment=biotorch_fashion", *profile.overrides, *job)
+        validate(cfg)
+        assert cfg.epochs == 16 and list(cfg.optimizer.milestones) == [8, 12]
+    selected = profile.report[1::2]
+    assert profile.report[::2] == ("--select",) * len(selected)
+    assert {"optimizer.lr", "optimizer.bm_lr"} == set(selected)
 
 
 @pytest.mark.slow

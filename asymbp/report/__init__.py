@@ -4,7 +4,9 @@ asymbp-aggregate command line. One job per module, each importing only the ones 
     read      run directories -> runs and history frames, each run's status
     labels    the paper's order and the labels shared by tables, figures and verdicts
     summary   conditions, each run's test error, the per-condition summary
+    select    --select: a swept key's value chosen per condition on validation accuracy
     tables    the paper's table (Markdown, LaTeX)
+    anchors   published numbers (anchors.csv) side by side with our conditions
     figures   the figures, registered in FIGURES
     cli       asymbp-aggregate (also `python -m asymbp.report`) and the names of its files
     claims    verdicts on the paper's four claims, docs/RESULTS.md

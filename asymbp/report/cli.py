@@ -9,6 +9,8 @@ are skipped) under the given paths at any depth and writes into DIR:
     summary.csv       per condition (config without seed): test error mean, std, n, n_<status>
     table_paper.md    rows: feedback rule x stabilization, columns: dataset (printed too)
     table_paper.tex   the same table for LaTeX (booktabs)
+    anchors.csv/.md   our conditions next to the published numbers of asymbp/report/anchors.csv,
+                      at the last epoch and at the best validation epoch (asymbp.report.anchors)
     fig_*.png/.pdf    asymbp.report.figures.FIGURES
 
 CSV and table files are a pure function of the run directories: rerunning gives the same bytes.
@@ -26,7 +28,10 @@ from pathlib import Path
 import pandas as pd
 
 from asymbp.config import GROUPS
+from asymbp.report.anchors import TOLERANCE, anchors_markdown, compare_all, load_anchors
+from asymbp.report.labels import METRIC_TEXT
 from asymbp.report.read import STATUSES, collect
+from asymbp.report.select import select_summary
 from asymbp.report.summary import (
     METRICS,
     condition_columns,
@@ -40,6 +45,7 @@ from asymbp.runs import NON_IDENTITY_KEYS
 #: The files written into --out (figures: asymbp.report.figures).
 RUNS_CSV, HISTORY_CSV, SUMMARY_CSV = "runs.csv", "history.csv", "summary.csv"
 TABLE_MD, TABLE_TEX = "table_paper.md", "table_paper.tex"
+ANCHORS_CSV, ANCHORS_MD = "anchors.csv", "anchors.md"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +81,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="config key to leave out of the condition (repeatable); always left out: "
         + ", ".join(NON_IDENTITY_KEYS),
+    )
+    parser.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="config key chosen on validation per condition (repeatable, e.g. optimizer.lr): "
+        "the value with the best mean validation accuracy wins, its test error is reported",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help="points of test error within which anchors.md calls us level with a published "
+        "number (default: %(default)s)",
     )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     return parser
@@ -139,6 +160,15 @@ def _input_problem(run_dirs: Sequence[str]) -> str:
     return f"not a directory: {', '.join(missing)}" if missing else ""
 
 
+def _summary(
+    runs: pd.DataFrame, metric: str, ignore: Sequence[str], select: Sequence[str]
+) -> pd.DataFrame:
+    """The summary under `metric`; with --select keys, each condition at its winning value."""
+    if select:
+        return select_summary(runs, metric, select, ignore)
+    return summarize(runs, metric, ignore)
+
+
 def _out_problem(out: Path) -> str:
     """Why the report cannot be written into `out` (checked before anything is read)."""
     if out.exists() and not out.is_dir():
@@ -197,16 +227,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = _best_val_problem(runs) if args.metric == "best_val" else ""
     if problem:
         return _error(problem)
-    summary = summarize(runs, args.metric, ignore)
+    # anchors: at both epochs, the best-validation one only when every finished run has one
+    metrics = [m for m in METRICS if m == args.metric or _best_val_problem(runs) == ""]
     cols = _keys(args.cols)
     try:
+        summaries = {metric: _summary(runs, metric, ignore, args.select) for metric in metrics}
+        summary = summaries[args.metric]
         rows = table_rows(summary, _keys(args.rows), cols)
+        anchors = compare_all(summaries, load_anchors(), args.tolerance)
     except ValueError as exc:
         return _error(str(exc))
     if rows != _keys(args.rows):
         print(f"table rows extended by keys that vary within cells: {rows}", file=sys.stderr)
     try:
         markdown = write_outputs(out, runs, history, summary, rows, cols, args.metric)
+        write_csv(anchors, out / ANCHORS_CSV)
+        anchors_text = anchors_markdown(anchors, args.tolerance, METRIC_TEXT)
+        (out / ANCHORS_MD).write_text(anchors_text, encoding="utf-8")
         _report(runs)
         print(markdown)
         if not args.no_figures:

@@ -15,6 +15,10 @@ from asymbp.runs import NON_IDENTITY_KEYS
 
 # --metric choice -> the accuracy column of runs.csv whose complement is the reported error.
 METRICS = {"final": "test_acc", "best_val": "test_acc_at_best_val"}
+# --metric choice -> the validation accuracy of runs.csv at that same epoch (for --select).
+VAL_METRICS = {"final": "val_acc", "best_val": "best_val_acc"}
+#: Column added by --select: which value of the selected keys won, e.g. `optimizer.lr=0.01`.
+SELECTED = "selected"
 #: Statuses counted in the summary besides `done` (none of them in the mean): n_<status>.
 COUNTED = tuple(status for status in STATUSES if status != "done")
 SUMMARY_STATS = ("metric", "test_error_mean", "test_error_std", "n", *(f"n_{s}" for s in COUNTED))
@@ -100,4 +104,4 @@ def runs_without_validation(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_keys(summary: pd.DataFrame) -> list[str]:
-    return [c for c in summary.columns if c not in SUMMARY_STATS]
+    return [c for c in summary.columns if c not in (*SUMMARY_STATS, SELECTED)]

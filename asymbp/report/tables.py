@@ -16,7 +16,7 @@ from asymbp.report.labels import (
     varying_keys,
     with_rule,
 )
-from asymbp.report.summary import summary_keys
+from asymbp.report.summary import SELECTED, summary_keys
 
 LATEX_SPECIALS = str.maketrans({
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -83,6 +83,7 @@ def paper_table(
         (row, col): format_cell(
             r["test_error_mean"], r["test_error_std"], int(r["n"]), int(r["n_diverged"]), marks
         )
+        + (marks.escape(f" [{r[SELECTED]}]") if r.get(SELECTED) else "")
         for row, col, r in zip(row_labels, col_labels, records, strict=True)
     }
     row_order = _in_order(summary, rows, row_labels)

@@ -1,0 +1,93 @@
+"""--select: per condition, the swept value with the best mean validation accuracy wins and the
+test error is read there (known inputs, known winners), never chosen on the test set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_anchors import run_main
+
+from asymbp.report.example import write_sweep
+from asymbp.report.select import NO_WINNER, select_summary
+
+# (rule, lr) -> per seed (val_acc, test_acc, best_val_acc, test_acc_at_best_val).
+# usf: lr 0.01 has the better validation mean (0.94 vs 0.91) but the worse test accuracy: the
+# winner must be 0.01 (test error 29%), which a choice on the test set would not give. At the
+# best validation epoch lr 0.1 wins instead (0.99 vs 0.95): test error there 1 - 0.85 = 15%.
+# bp: lr 0.1 wins at both epochs (0.97 vs 0.96): test error (3% + 5%) / 2 = 4%.
+# rndf: nothing finished (diverged), so no value wins: the condition is kept with n = 0.
+RUNS = {
+    ("usf", 0.1): [(0.90, 0.80, 0.99, 0.85), (0.92, 0.82, 0.99, 0.85)],
+    ("usf", 0.01): [(0.95, 0.70, 0.95, 0.75), (0.93, 0.72, 0.95, 0.75)],
+    ("bp", 0.1): [(0.97, 0.97, 0.97, 0.97), (0.97, 0.95, 0.97, 0.95)],
+    ("bp", 0.01): [(0.96, 0.99, 0.96, 0.99), (0.96, 0.99, 0.96, 0.99)],
+    ("rndf", 0.1): [None, None],
+    ("rndf", 0.01): [None, None],
+}
+
+
+def make_runs(with_validation: bool = True) -> pd.DataFrame:
+    rows = []
+    for (rule, lr), seeds in RUNS.items():
+        for seed, values in enumerate(seeds):
+            val, test, best_val, test_at_best = values or (np.nan,) * 4
+            rows.append({
+                "run": f"{rule}-{lr}-{seed}", "status": "done" if values else "diverged",
+                "reason": "", "dataset": "digits", "model": "mlp", "feedback": rule,
+                "norm": "none", "optimizer": "sgd", "seed": seed, "test_acc": test,
+                "val_acc": val if with_validation else np.nan,
+                "best_val_acc": best_val if with_validation else np.nan,
+                "test_acc_at_best_val": test_at_best, "epochs": 3, "optimizer.lr": lr,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def by_rule(summary: pd.DataFrame) -> dict[str, dict]:
+    return {row["feedback"]: row for row in summary.to_dict("records")}
+
+
+def test_winner_is_chosen_on_validation_not_test():
+    rows = by_rule(select_summary(make_runs(), "final", ["optimizer.lr"]))
+    assert rows["usf"]["optimizer.lr"] == 0.01 and rows["usf"]["selected"] == "optimizer.lr=0.01"
+    assert rows["usf"]["test_error_mean"] == pytest.approx(0.29)
+    assert rows["usf"]["n"] == 2
+    assert rows["bp"]["optimizer.lr"] == 0.1
+    assert rows["bp"]["test_error_mean"] == pytest.approx(0.04)
+
+
+def test_best_val_metric_selects_on_best_validation_epoch():
+    rows = by_rule(select_summary(make_runs(), "best_val", ["optimizer.lr"]))
+    assert rows["usf"]["selected"] == "optimizer.lr=0.1"
+    assert rows["usf"]["test_error_mean"] == pytest.approx(0.15)
+
+
+def test_condition_without_finished_run_has_no_winner():
+    summary = select_summary(make_runs(), "final", ["optimizer.lr"])
+    rndf = summary[summary["feedback"] == "rndf"]
+    assert len(rndf) == 1
+    assert rndf.iloc[0]["selected"] == NO_WINNER and rndf.iloc[0]["n"] == 0
+    assert rndf.iloc[0]["n_diverged"] == 2
+
+
+def test_refuses_runs_without_validation():
+    with pytest.raises(ValueError, match="needs a validation split.*val_fraction > 0"):
+        select_summary(make_runs(with_validation=False), "final", ["optimizer.lr"])
+
+
+def test_refuses_unknown_key():
+    with pytest.raises(ValueError, match="unknown config key"):
+        select_summary(make_runs(), "final", ["optimizer.nope"])
+
+
+def test_cli_select_writes_winner_column_and_cells(tmp_path):
+    sweep = write_sweep(tmp_path / "runs")
+    out = tmp_path / "agg"
+    code, stdout, stderr = run_main(sweep, "--out", out, "--select", "optimizer.lr", "--no-figures")
+    assert code == 0, stderr
+    summary = pd.read_csv(out / "summary.csv")
+    lr = summary["optimizer.lr"].iloc[0]
+    assert (summary.loc[summary["n"] > 0, "selected"] == f"optimizer.lr={lr:g}").all()
+    assert f"[optimizer.lr={lr:g}]" in stdout
+    code, _, stderr = run_main(sweep, "--out", out, "--select", "optimizer.nope", "--no-figures")
+    assert code == 2 and stderr.count("\n") == 1 and "unknown config key" in stderr
