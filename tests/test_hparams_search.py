@@ -8,6 +8,7 @@ import json
 import pytest
 from conftest import compose_config, run_cli
 
+from asymbp.feedback import RULES
 from asymbp.train import objective
 
 optuna = pytest.importorskip("optuna")
@@ -22,7 +23,7 @@ def test_objective_is_best_validation_accuracy():
     assert objective({"best_val_acc": float("nan"), "diverged": False}) == 0.0
 
 
-@pytest.mark.parametrize("rule", ["bp", "usf", "brsf", "frsf", "rndf", "sc"])
+@pytest.mark.parametrize("rule", list(RULES))
 def test_every_rule_has_a_preset(rule):
     cfg = compose_config(f"hparams_search={rule}", "hydra/sweeper=optuna")
     assert cfg.feedback.name == rule and cfg.exp_name == f"hparams_{rule}"
