@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/feedback_overhead.py
 	$(BIN)/python benchmarks/epoch_overhead.py
 	$(BIN)/python benchmarks/sweep_scaling.py
+	$(BIN)/python benchmarks/long_run_stability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
