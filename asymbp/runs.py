@@ -80,6 +80,25 @@ def _canonical(value):
     return value
 
 
+def result_metrics(history: list[dict], diverged: bool) -> dict:
+    """The fields of metrics.json that follow from a run's history rows (the last row is the
+    diverged epoch when `diverged`); the best epoch is the one of highest validation accuracy
+    (NaN, no validation split, never wins). Training and the report's example both use this."""
+    last = history[-1]
+    best = max(history, key=lambda row: -1.0 if math.isnan(row["val_acc"]) else row["val_acc"])
+    return {
+        "test_acc": last["test_acc"],
+        "test_error": 1.0 - last["test_acc"],
+        "val_acc": last["val_acc"],
+        "best_val_acc": best["val_acc"],
+        "best_val_epoch": best["epoch"],
+        "test_acc_at_best_val": best["test_acc"],
+        "train_loss": last["train_loss"],
+        "epochs_completed": len(history) - (1 if diverged else 0),
+        "diverged": diverged,
+    }
+
+
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config without the keys of NON_IDENTITY_KEYS, numbers in canonical form."""
     data = OmegaConf.to_container(cfg, resolve=True)

@@ -139,19 +139,8 @@ def _alignment_columns(model, batch) -> dict[str, float]:
 
 
 def _final_metrics(cfg, history, diverged, wall_seconds, device) -> dict:
-    last = history[-1]
-    best = max(history, key=lambda row: -1.0 if math.isnan(row["val_acc"]) else row["val_acc"])
-    completed = len(history) - (1 if diverged else 0)
     return {
-        "test_acc": last["test_acc"],
-        "test_error": 1.0 - last["test_acc"],
-        "val_acc": last["val_acc"],
-        "best_val_acc": best["val_acc"],
-        "best_val_epoch": best["epoch"],
-        "test_acc_at_best_val": best["test_acc"],
-        "train_loss": last["train_loss"],
-        "epochs_completed": completed,
-        "diverged": diverged,
+        **runs.result_metrics(history, diverged),
         "wall_seconds": wall_seconds,
         "device": str(device),
         "threads": torch.get_num_threads(),

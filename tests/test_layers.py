@@ -132,6 +132,18 @@ def test_linear_input_gradient_is_grad_out_times_v(rule):
     torch.testing.assert_close(layer.bias.grad, grad_out.sum(0), rtol=1e-12, atol=1e-12)
 
 
+def _backward_with_feedback(model, x):
+    """Forward x, read the feedback weight V the backward pass uses (replaying the random state a
+    per-batch rule like brsf draws it from), and backward a random grad_out: (out, V, grad_out)."""
+    state = torch.random.get_rng_state()
+    out = model(x)
+    torch.random.set_rng_state(state)
+    v = model[0].feedback_weight()
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    return out, v, grad_out
+
+
 @pytest.mark.parametrize("rule", sorted(RULES))
 @pytest.mark.parametrize("conv_kwargs", [CONV_SETTINGS[1], CONV_SETTINGS[2], CONV_SETTINGS[4]])
 def test_conv_input_gradient_is_transposed_conv_with_v(rule, conv_kwargs):
@@ -143,12 +155,7 @@ def test_conv_input_gradient_is_transposed_conv_with_v(rule, conv_kwargs):
     )
     layer = model[0]
     x = torch.randn(2, 4, 8, 8, dtype=torch.float64, requires_grad=True)
-    state = torch.random.get_rng_state()
-    out = model(x)
-    torch.random.set_rng_state(state)
-    v = layer.feedback_weight()
-    grad_out = torch.randn_like(out)
-    out.backward(grad_out)
+    out, v, grad_out = _backward_with_feedback(model, x)
 
     # Hand computation: the input gradient of conv(x, V) is the transposed convolution with V,
     # and the weight gradient of conv(x, W) does not depend on W.
@@ -201,12 +208,7 @@ def test_padding_modes_other_than_zeros(rule, mode):
     model = asymbp.convert(nn.Sequential(copy.deepcopy(conv)), rule, **RULE_OPTIONS.get(rule, {}))
     layer = model[0]
     x = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    state = torch.random.get_rng_state()
-    out = model(x)
-    torch.random.set_rng_state(state)
-    v = layer.feedback_weight()
-    grad_out = torch.randn_like(out)
-    out.backward(grad_out)
+    out, v, grad_out = _backward_with_feedback(model, x)
 
     x_ref = x.detach().clone().requires_grad_(True)
     w_ref = layer.weight.detach().clone().requires_grad_(True)

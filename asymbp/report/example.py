@@ -121,17 +121,8 @@ def history_rows(final: float, rule: str, concordance: float | None, epochs: int
 
 def metrics(config: DictConfig, rows: list[dict], diverged: bool) -> dict:
     """metrics.json for a run whose history is `rows` (the last one diverged, if `diverged`)."""
-    last, best = rows[-1], max(rows, key=lambda row: row["val_acc"])
     return {
-        "test_acc": last["test_acc"],
-        "test_error": 1 - last["test_acc"],
-        "val_acc": last["val_acc"],
-        "best_val_acc": best["val_acc"],
-        "best_val_epoch": best["epoch"],
-        "test_acc_at_best_val": best["test_acc"],
-        "train_loss": math.nan if diverged else last["train_loss"],
-        "epochs_completed": len(rows) - diverged,
-        "diverged": diverged,
+        **files.result_metrics(rows, diverged),
         "wall_seconds": 1.5 * len(rows),
         "device": "cpu",
         "torch_version": "2.4.0",
