@@ -70,6 +70,24 @@ def test_condition_without_finished_run_has_no_winner():
     assert rndf.iloc[0]["n_diverged"] == 2
 
 
+def test_selected_names_only_the_keys_swept_in_that_condition():
+    # Without BM only optimizer.lr is swept (bm_lr stays at its default); with BN+BM only bm_lr
+    # is (lr at its default): each condition's `selected` names its own swept key, nothing else.
+    plain = make_runs().assign(**{"optimizer.bm_lr": 0.0005})
+    bm = [
+        {**plain.iloc[0].to_dict(), "run": f"bm-{bm_lr}-{seed}", "norm": "bn_bm", "seed": seed,
+         "optimizer.lr": 0.01, "optimizer.bm_lr": bm_lr, "val_acc": val, "test_acc": 0.9}
+        for bm_lr, val in ((0.0001, 0.96), (0.0005, 0.94)) for seed in (0, 1)
+    ]  # fmt: skip
+    runs = pd.concat([plain, pd.DataFrame(bm)], ignore_index=True)
+    summary = select_summary(runs, "final", ["optimizer.lr", "optimizer.bm_lr"])
+    selected = {(r["feedback"], r["norm"]): r["selected"] for r in summary.to_dict("records")}
+    assert selected[("usf", "none")] == "optimizer.lr=0.01"
+    assert selected[("bp", "none")] == "optimizer.lr=0.1"
+    assert selected[("usf", "bn_bm")] == "optimizer.bm_lr=0.0001"
+    assert selected[("rndf", "none")] == NO_WINNER
+
+
 def test_refuses_runs_without_validation():
     with pytest.raises(ValueError, match="needs a validation split.*val_fraction > 0"):
         select_summary(make_runs(with_validation=False), "final", ["optimizer.lr"])
@@ -85,9 +103,12 @@ def test_cli_select_writes_winner_column_and_cells(tmp_path):
     out = tmp_path / "agg"
     code, stdout, stderr = run_main(sweep, "--out", out, "--select", "optimizer.lr", "--no-figures")
     assert code == 0, stderr
-    summary = pd.read_csv(out / "summary.csv")
-    lr = summary["optimizer.lr"].iloc[0]
-    assert (summary.loc[summary["n"] > 0, "selected"] == f"optimizer.lr={lr:g}").all()
-    assert f"[optimizer.lr={lr:g}]" in stdout
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    # The fixture trains every condition at one learning rate: there is nothing to choose, so
+    # `selected` is empty (a condition with no finished run says so) and no cell is tagged.
+    assert summary["optimizer.lr"].nunique() == 1
+    assert set(summary["selected"]) == {"", NO_WINNER}
+    assert (summary.loc[summary["n"] > 0, "selected"] == "").all()
+    assert "[optimizer.lr=" not in stdout
     code, _, stderr = run_main(sweep, "--out", out, "--select", "optimizer.nope", "--no-figures")
     assert code == 2 and stderr.count("\n") == 1 and "unknown config key" in stderr

@@ -2,7 +2,9 @@
 minus the selected keys), the value of the keys whose finished runs have the best mean validation
 accuracy wins, and the condition's test error is reported at that value only. The validation
 accuracy is read at the epoch the test error is read (`--metric`): the last epoch for `final`,
-the best validation epoch for `best_val`. The test set never takes part in the choice."""
+the best validation epoch for `best_val`. The test set never takes part in the choice. The
+`selected` column names only the keys that took more than one value in the condition (a key swept
+for other conditions, such as `optimizer.bm_lr` for runs without Batch Manhattan, is not chosen)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,16 @@ def validation_accuracy(runs: pd.DataFrame, metric: str) -> pd.Series:
     return pd.Series(values, index=runs.index, dtype=float).where(runs["status"] == "done")
 
 
+def _matching(frame: pd.DataFrame, row: dict, columns: Sequence[str]) -> np.ndarray:
+    """Rows of `frame` whose `columns` equal `row`'s (a missing value matches a missing value)."""
+    same = np.ones(len(frame), dtype=bool)
+    for column in columns:
+        value = row[column]
+        values = frame[column]
+        same &= values.isna().to_numpy() if pd.isna(value) else (values == value).to_numpy()
+    return same
+
+
 def winners(runs: pd.DataFrame, metric: str, ignore: Sequence[str], keys: Sequence[str]) -> list:
     """Index labels of the runs at each condition's winning value of `keys` (ties: the value
     first in sort order). A condition whose values have no validation accuracy keeps its first
@@ -37,12 +49,8 @@ def winners(runs: pd.DataFrame, metric: str, ignore: Sequence[str], keys: Sequen
         means = by_value["_val"].mean().reset_index()
         score = (-means["_val"]).fillna(np.inf).to_numpy()  # best mean first, missing last
         best_at = min(sorted_positions(means, list(keys)), key=score.__getitem__)
-        best = means.iloc[best_at][list(keys)].tolist()
-        same = np.ones(len(group), dtype=bool)
-        for key, value in zip(keys, best, strict=True):
-            column = group[key]
-            same &= column.isna().to_numpy() if pd.isna(value) else (column == value).to_numpy()
-        kept.extend(group.index[same])
+        best = means.iloc[best_at][list(keys)].to_dict()
+        kept.extend(group.index[_matching(group, best, keys)])
     return kept
 
 
@@ -65,9 +73,12 @@ def select_summary(
     runs = runs.dropna(subset=condition_columns(runs, ignore), how="all")
     chosen = runs.loc[sorted(winners(runs, metric, ignore, keys))]
     summary = summarize(chosen, metric, ignore)
-    labels = [
-        ", ".join(f"{key}={value_label(key, row[key])}" for key in keys) if row["n"] else NO_WINNER
-        for row in summary.to_dict("records")
-    ]
+    condition = condition_columns(runs, (*ignore, *keys))
+    labels = []
+    for row in summary.to_dict("records"):
+        candidates = runs[_matching(runs, row, condition)]
+        swept = [key for key in keys if candidates[key].nunique(dropna=False) > 1]
+        label = ", ".join(f"{key}={value_label(key, row[key])}" for key in swept)
+        labels.append(label if row["n"] else NO_WINNER)
     summary[SELECTED] = labels
     return summary
