@@ -78,7 +78,7 @@ def verdict(difference: float, tolerance: float) -> str:
     return BETTER if difference < 0 else WORSE
 
 
-def _matches(summary: pd.DataFrame, anchor: dict) -> pd.Series:
+def matches(summary: pd.DataFrame, anchor: dict) -> pd.Series:
     found = pd.Series(True, index=summary.index)
     for field, column in MATCHED.items():
         wanted = anchor[field]
@@ -124,7 +124,7 @@ def compare(
         published = published_error(anchor)
         head = {key: anchor[key] for key in ("source", *MATCHED)}
         tail = {"published_epochs": anchor["epochs"], "published_selection": anchor["selection"]}
-        matched = summary.index[_matches(summary, anchor)]
+        matched = summary.index[matches(summary, anchor)]
         if matched.empty:
             rows.append(
                 {

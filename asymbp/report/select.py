@@ -27,7 +27,7 @@ def validation_accuracy(runs: pd.DataFrame, metric: str) -> pd.Series:
     return pd.Series(values, index=runs.index, dtype=float).where(runs["status"] == "done")
 
 
-def _matching(frame: pd.DataFrame, row: dict, columns: Sequence[str]) -> np.ndarray:
+def matching(frame: pd.DataFrame, row: dict, columns: Sequence[str]) -> np.ndarray:
     """Rows of `frame` whose `columns` equal `row`'s (a missing value matches a missing value)."""
     same = np.ones(len(frame), dtype=bool)
     for column in columns:
@@ -50,7 +50,7 @@ def winners(runs: pd.DataFrame, metric: str, ignore: Sequence[str], keys: Sequen
         score = (-means["_val"]).fillna(np.inf).to_numpy()  # best mean first, missing last
         best_at = min(sorted_positions(means, list(keys)), key=score.__getitem__)
         best = means.iloc[best_at][list(keys)].to_dict()
-        kept.extend(group.index[_matching(group, best, keys)])
+        kept.extend(group.index[matching(group, best, keys)])
     return kept
 
 
@@ -76,7 +76,7 @@ def select_summary(
     condition = condition_columns(runs, (*ignore, *keys))
     labels = []
     for row in summary.to_dict("records"):
-        candidates = runs[_matching(runs, row, condition)]
+        candidates = runs[matching(runs, row, condition)]
         swept = [key for key in keys if candidates[key].nunique(dropna=False) > 1]
         label = ", ".join(f"{key}={value_label(key, row[key])}" for key in swept)
         labels.append(label if row["n"] else NO_WINNER)
