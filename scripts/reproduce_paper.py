@@ -84,7 +84,7 @@ PROFILES = {
         ("biotorch_fashion",),
         3,
         "joblib",
-        ("epochs=16", "optimizer.milestones=[8,12]"),  # see the docstring for the sizing
+        ("epochs=24", "optimizer.milestones=[12,18]"),  # see the docstring for the sizing
         report=("--select", "optimizer.lr", "--select", "optimizer.bm_lr"),
     ),
 }

@@ -173,9 +173,7 @@ def test_stabilization_claim_compares_with_bp_without_stabilization(tmp_path):
     verdict, lines = write_results.claim_stabilization(summary, "toy")
     assert verdict.startswith("partly holds: 1 of 2 asymmetric rules diverge")
     assert "0 of 2 train with BN and/or BM" not in verdict and "1 of 2 train" in verdict
-    assert lines[-1] == (
-        "rndf: none diverged (3 of 3 runs); diverged or missing under every stabilization"
-    )
+    assert lines[-1] == ("rndf: none diverged (3 of 3 runs); diverged under every stabilization")
 
 
 def test_regenerating_keeps_the_sections_below_the_marker(tmp_path):
@@ -238,3 +236,19 @@ def test_published_side_by_side_shows_only_the_cells_run(tmp_path):
     )
     assert "### Test error at the last epoch" in text and "\n## " not in text
     assert f"Not run here: {len(anchors) - 1} published cells" in text
+
+
+def test_stabilization_claim_says_what_was_not_run_with_bn_bm(tmp_path):
+    # Unit usf diverges without BN/BM and was never run with them: degraded, not "not restored".
+    rows = [
+        condition("bp", "none", 0.10),
+        condition("usf", "none", 0.9, n=0, diverged=3, scale=1.0),
+        condition("bp", "bn_bm", 0.09),
+    ]
+    summary = write_results.load(write_report(tmp_path, rows))
+    verdict, lines = write_results.claim_stabilization(summary, "toy")
+    assert verdict == (
+        "partly holds: 1 of 1 asymmetric rules diverge or end more than 1 point worse than bp "
+        "without BN and BM; 0 of 0 train with BN and/or BM (1 not run with BN/BM at this scale)"
+    )
+    assert lines[-1] == "usf: none diverged (3 of 3 runs); not run with BN or BM at this scale"

@@ -179,19 +179,21 @@ def claim_stabilization(
     stabilized condition trains without diverging. Rules at feedback `scale`."""
     summary = main_rows(summary, scale)
     bp_none = cell(summary, dataset=dataset, feedback="bp", norm="none")
-    lines, degraded, restored, total = [], 0, 0, 0
+    lines, degraded, restored, total, measured = [], 0, 0, 0, 0
     for rule in ("bp", *SIGN_CONCORDANT, "rndf"):
         none = cell(summary, dataset=dataset, feedback=rule, norm="none")
         stabilized = [cell(summary, dataset=dataset, feedback=rule, norm=n) for n in STABILIZED]
-        trained = [r for r in stabilized if r is not None and r["n"] > 0 and not r["n_diverged"]]
+        stabilized = [r for r in stabilized if r is not None]
+        trained = [r for r in stabilized if r["n"] > 0 and not r["n_diverged"]]
         if none is None:
             continue
         best = min(trained, key=lambda r: r["error"]) if trained else None
-        best_text = (
-            f"best stabilized ({NORM_LABELS[best['norm']]}) {fmt(best)}"
-            if best is not None
-            else ("diverged or missing under every stabilization")
-        )
+        if best is not None:
+            best_text = f"best stabilized ({NORM_LABELS[best['norm']]}) {fmt(best)}"
+        elif stabilized:
+            best_text = "diverged under every stabilization"
+        else:
+            best_text = "not run with BN or BM at this scale"
         lines.append(f"{rule}: none {fmt(none)}; {best_text}")
         if rule != "bp":
             total += 1
@@ -199,14 +201,19 @@ def claim_stabilization(
                 none["n"] > 0 and bp_none is not None and none["error"] - bp_none["error"] > POINT
             )
             degraded += bool(none["n_diverged"] > 0 or worse)
+            measured += bool(stabilized)
             restored += best is not None
     if not total:
         return "not measured", lines
-    holds = degraded == total and restored == total
+    holds = degraded == total and measured and restored == measured
     verdict = "holds" if holds else ("partly holds" if degraded else "does not hold")
+    unmeasured = (
+        f" ({total - measured} not run with BN/BM at this scale)" if measured < total else ""
+    )
     return (
         f"{verdict}: {degraded} of {total} asymmetric rules diverge or end more than 1 point "
-        f"worse than bp without BN and BM; {restored} of {total} train with BN and/or BM",
+        f"worse than bp without BN and BM; {restored} of {measured} train with BN and/or BM"
+        + unmeasured,
         lines,
     )
 
