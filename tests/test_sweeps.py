@@ -54,9 +54,10 @@ def settings(job: list[str]) -> dict[str, str]:
         ("paper_table", 5 * 4 * 3),
         ("paper_concordance", (5 + 1) * 3),
         ("paper_magnitude", (2 + 4) * 3),
-        # (rules + unit-scale uSF without BN/BM, rules with BN+BM) x lr grid x seeds
-        ("biotorch_fashion", ((1 + 4 + 1) + (1 + 4)) * 2 * 3),
-        ("biotorch_mnist", ((1 + 4 + 1) + (1 + 4)) * 2 * 3),
+        # ((rules + unit-scale uSF without BN/BM, rules with BN+BM) x lr grid, plus unit uSF
+        # and sc at 3 concordances with BN+BM at one bm_lr) x seeds
+        ("biotorch_fashion", (((1 + 4 + 1) + (1 + 4)) * 2 + 1 + 3) * 3),
+        ("biotorch_mnist", (((1 + 4 + 1) + (1 + 4)) * 2 + 1 + 3) * 3),
         ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 2) * 3),  # BN at biotorch's lr; BN+BM x bm_lr
     ],
 )
@@ -86,7 +87,9 @@ def test_biotorch_presets_follow_their_protocol():
         "init_std"
     }
     assert {scale for rule, norm, scale in scales if rule == "usf"} == {"init_std", "1.0"}
-    assert ("usf", "bn_bm", "1.0") not in scales  # unit uSF only without BN/BM (claim 4)
+    assert ("usf", "bn_bm", "1.0") in scales  # the paper's uSF with BN+BM (claims 3 and 4)
+    concordances = {job.get("feedback.concordance") for job in jobs if job["feedback"] == "sc"}
+    assert concordances == {"0", "0.5", "1.0"}  # claim 2
     assert {(job["norm"], job.get("optimizer.lr"), job.get("optimizer.bm_lr")) for job in jobs} == {
         ("none", "0.01", None), ("none", "0.05", None),
         ("bn_bm", None, "0.0001"), ("bn_bm", None, "0.0005"),
@@ -207,11 +210,11 @@ def test_fashion_full_profile_is_the_biotorch_grid_sized_for_two_hours():
     profile = script.PROFILES["fashion_full"]
     assert profile.presets == ("biotorch_fashion",) and profile.seeds == 3
     jobs = expand("biotorch_fashion", *profile.overrides, "seed=0,1,2")
-    assert len(jobs) == 66
+    assert len(jobs) == 78
     for job in jobs[:: len(jobs) // 6]:
         cfg = compose_config("experiment=biotorch_fashion", *profile.overrides, *job)
         validate(cfg)
-        assert cfg.epochs == 16 and list(cfg.optimizer.milestones) == [8, 12]
+        assert cfg.epochs == 24 and list(cfg.optimizer.milestones) == [12, 18]
     selected = profile.report[1::2]
     assert profile.report[::2] == ("--select",) * len(selected)
     assert {"optimizer.lr", "optimizer.bm_lr"} == set(selected)
