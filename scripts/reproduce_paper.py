@@ -81,7 +81,7 @@ PROFILES = {
     ),
     "fashion_full": Profile(
         ("fashion_mnist",),
-        ("biotorch_fashion",),
+        ("biotorch_fashion_cpu",),
         3,
         "joblib",
         ("epochs=24", "optimizer.milestones=[12,18]"),  # see the docstring for the sizing

@@ -58,6 +58,7 @@ def settings(job: list[str]) -> dict[str, str]:
         # and sc at 3 concordances with BN+BM at one bm_lr) x seeds
         ("biotorch_fashion", (((1 + 4 + 1) + (1 + 4)) * 2 + 1 + 3) * 3),
         ("biotorch_mnist", (((1 + 4 + 1) + (1 + 4)) * 2 + 1 + 3) * 3),
+        ("biotorch_fashion_cpu", ((1 + 4 + 1) * 2 + (1 + 4) + 1 + 3) * 3),  # BN+BM at one bm_lr
         ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 2) * 3),  # BN at biotorch's lr; BN+BM x bm_lr
     ],
 )
@@ -94,6 +95,20 @@ def test_biotorch_presets_follow_their_protocol():
         ("none", "0.01", None), ("none", "0.05", None),
         ("bn_bm", None, "0.0001"), ("bn_bm", None, "0.0005"),
     }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cpu_preset_runs_are_the_full_presets_runs():
+    # biotorch_fashion_cpu only narrows bm_lr: each of its runs is one of biotorch_fashion's (the
+    # same run directory), so a later full-grid run reuses them, and the 5 it adds are bm_lr 5e-4.
+    def run_ids(preset):
+        jobs = expand(preset, "seed=0")
+        return {runs.run_id(compose_config(f"experiment={preset}", *job)) for job in jobs}
+
+    cpu, full = run_ids("biotorch_fashion_cpu"), run_ids("biotorch_fashion")
+    assert len(cpu) == 21 and cpu < full and len(full - cpu) == 5
+    extra = [settings(job) for job in expand("biotorch_fashion", "seed=0")]
+    assert sum(job.get("optimizer.bm_lr") == "0.0005" for job in extra) == 5
 
 
 def test_multistep_schedule_divides_at_the_milestones():
@@ -208,11 +223,11 @@ def test_fashion_full_profile_is_the_biotorch_grid_sized_for_two_hours():
     sys.modules[spec.name] = script  # its dataclasses look their module up there
     spec.loader.exec_module(script)
     profile = script.PROFILES["fashion_full"]
-    assert profile.presets == ("biotorch_fashion",) and profile.seeds == 3
-    jobs = expand("biotorch_fashion", *profile.overrides, "seed=0,1,2")
-    assert len(jobs) == 78
+    assert profile.presets == ("biotorch_fashion_cpu",) and profile.seeds == 3
+    jobs = expand("biotorch_fashion_cpu", *profile.overrides, "seed=0,1,2")
+    assert len(jobs) == 63
     for job in jobs[:: len(jobs) // 6]:
-        cfg = compose_config("experiment=biotorch_fashion", *profile.overrides, *job)
+        cfg = compose_config("experiment=biotorch_fashion_cpu", *profile.overrides, *job)
         validate(cfg)
         assert cfg.epochs == 24 and list(cfg.optimizer.milestones) == [12, 18]
     selected = profile.report[1::2]
