@@ -16,13 +16,12 @@ Profiles (times measured on 2 CPU cores; see README):
   full  the paper's 15 datasets plus Fashion-MNIST and digits at 60 epochs, all presets, 3 seeds:
         meant for a GPU or a SLURM cluster (--launcher submitit_slurm).
   fashion_full  biotorch's protocol on the full Fashion-MNIST (54,000 train, 6,000 validation,
-        10,000 test) with experiment=biotorch_fashion: bp, usf, brsf, frsf, rndf without BN/BM
-        (and unit-scale usf) and with BN+BM, lr from a 2-value grid chosen on validation
-        (--select), 3 seeds: 66 runs of 16 epochs, lr / 10 at epochs 8 and 12 (biotorch: 100,
-        at 50 and 75). Sized for about 2 hours on 2 idle CPU cores (joblib, 1 thread a run):
-        measured 10.5 CPU s per LeNet 32x32 epoch (1 thread; train, validation, test, alignment)
-        plus 8 s per run; 66 x (8 + 16 x 11.5, BN+BM costing ~20% more) = 12,700 CPU s = 1.8 h.
-        On a GPU: --epochs 100 with optimizer.milestones=[50,75] gives biotorch's full schedule.
+        10,000 test) with experiment=biotorch_fashion_cpu: bp, usf, brsf, frsf, rndf without BN/BM
+        (and unit-scale usf) at lr 0.01 and 0.05 chosen on validation (--select), the same with
+        BN+BM at bm_lr 1e-4 (what each chose on validation in a 5-epoch run of the whole grid),
+        unit-scale usf with BN+BM and sc at 3 concordances, 3 seeds: 63 runs of 24 epochs, lr / 10
+        at epochs 12 and 18 (biotorch: 100, at 50 and 75). TIME_DOC
+        On a GPU: experiment=biotorch_fashion (78 runs, both bm_lr) with its 100 epochs.
 """
 
 from __future__ import annotations
