@@ -20,7 +20,8 @@ Profiles (times measured on 2 CPU cores; see README):
         (and unit-scale usf) at lr 0.01 and 0.05 chosen on validation (--select), the same with
         BN+BM at bm_lr 1e-4 (what each chose on validation in a 5-epoch run of the whole grid),
         unit-scale usf with BN+BM and sc at 3 concordances, 3 seeds: 63 runs of 24 epochs, lr / 10
-        at epochs 12 and 18 (biotorch: 100, at 50 and 75). TIME_DOC
+        at epochs 12 and 18 (biotorch: 100, at 50 and 75). Measured: 2 h 08 min on 2 cores
+        shared with 5 other runs and a CI run (about 1 h 50 min alone; docs/RESULTS.md).
         On a GPU: experiment=biotorch_fashion (78 runs, both bm_lr) with its 100 epochs.
 """
 
