@@ -396,3 +396,20 @@ def test_channel_stats_float_chunked_matches_numpy():
     # Hand-computed: values 1, 2, 3, 4 have mean 2.5 and population std sqrt(1.25).
     mean, std = channel_stats(torch.tensor([[1.0], [2.0], [3.0], [4.0]]))
     assert mean.item() == pytest.approx(2.5) and std.item() == pytest.approx(1.25**0.5)
+
+
+def test_from_pool_splits_one_set_by_indices_or_slices():
+    samples = torch.arange(6, dtype=torch.uint8).reshape(6, 1, 1, 1) * 10
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    data = InMemoryDataset.from_pool("p", samples, labels, torch.tensor([0, 3, 4]),
+                                     torch.tensor([1, 5]), num_classes=2)  # fmt: skip
+    assert data.train_images.flatten().tolist() == [0, 30, 40]
+    assert data.train_labels.tolist() == [0, 1, 0]
+    assert data.test_images.flatten().tolist() == [10, 50] and data.test_labels.tolist() == [1, 1]
+    cut = InMemoryDataset.from_pool("p", samples, labels, slice(None, 4), slice(4, None), 2)
+    assert cut.train_labels.tolist() == [0, 1, 0, 1] and cut.test_images.flatten().tolist() == [
+        40,
+        50,
+    ]
+    with pytest.raises(ValueError, match="outside"):  # the dataset's own checks still run
+        InMemoryDataset.from_pool("p", samples, labels, slice(None, 4), slice(4, None), 1)

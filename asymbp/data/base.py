@@ -114,6 +114,27 @@ class InMemoryDataset:
                 f"{tuple(self.test_images.shape[1:])} differ in shape"
             )
 
+    @classmethod
+    def from_pool(
+        cls,
+        name: str,
+        samples: torch.Tensor,
+        labels: torch.Tensor,
+        train: torch.Tensor | slice,
+        test: torch.Tensor | slice,
+        num_classes: int,
+    ) -> InMemoryDataset:
+        """One pool of samples and labels, split by `train` and `test` (index tensors, e.g. from
+        stratified_split, or slices): for data that comes as a single set."""
+        return cls(
+            name=name,
+            train_images=samples[train],
+            train_labels=labels[train],
+            test_images=samples[test],
+            test_labels=labels[test],
+            num_classes=num_classes,
+        )
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one sample: (C, H, W) for images."""

@@ -189,14 +189,10 @@ def load_image_files(
         images, kept = decode_images(layout, paths, image_size, channels, fit)
         labels = torch.tensor(files.train_labels + files.test_labels, dtype=torch.long)[kept]
         n_train = int(kept[: len(files.train_paths)].sum())
-        return InMemoryDataset(
-            name=layout.dataset,
-            train_images=images[:n_train],
-            train_labels=labels[:n_train],
-            test_images=images[n_train:],
-            test_labels=labels[n_train:],
+        return InMemoryDataset.from_pool(
+            layout.dataset, images, labels, slice(None, n_train), slice(n_train, None),
             num_classes=len(files.classes),
-        )
+        )  # fmt: skip
 
     return load_cached(key, build, cache_dir)
 

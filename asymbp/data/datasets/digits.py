@@ -11,9 +11,7 @@ from asymbp.data.splits import stratified_split
 
 
 @register_dataset("digits")
-def load_digits(
-    test_fraction: float, split_seed: int, expect: Expect
-) -> InMemoryDataset:
+def load_digits(test_fraction: float, split_seed: int, expect: Expect) -> InMemoryDataset:
     """The 1797 UCI optical-recognition digits (8x8, grey values 0..16), 10 classes.
 
     There is no official split: `test_fraction` of each class is held out as the test set by
@@ -25,12 +23,5 @@ def load_digits(
     images = (values * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
     labels = torch.from_numpy(bunch.target).long()
     train_idx, test_idx = stratified_split(labels, test_fraction, split_seed)
-    data = InMemoryDataset(
-        name="digits",
-        train_images=images[train_idx],
-        train_labels=labels[train_idx],
-        test_images=images[test_idx],
-        test_labels=labels[test_idx],
-        num_classes=10,
-    )
+    data = InMemoryDataset.from_pool("digits", images, labels, train_idx, test_idx, num_classes=10)
     return expect.check_data(data, "scikit-learn's load_digits")

@@ -15,11 +15,4 @@ def wine(test_fraction: float = 0.3, split_seed: int = 0) -> InMemoryDataset:
     features = torch.from_numpy(bunch.data).float()
     labels = torch.from_numpy(bunch.target).long()
     train, test = stratified_split(labels, test_fraction, split_seed)
-    return InMemoryDataset(
-        name="wine",
-        train_images=features[train],
-        train_labels=labels[train],
-        test_images=features[test],
-        test_labels=labels[test],
-        num_classes=3,
-    )
+    return InMemoryDataset.from_pool("wine", features, labels, train, test, num_classes=3)
