@@ -17,7 +17,7 @@ from asymbp.data import DATASETS
 from asymbp.feedback import FeedbackRule, make_rule
 from asymbp.layers import convert, update_feedback_after_steps
 from asymbp.models import MODELS, build_model
-from asymbp.optim import BatchManhattan
+from asymbp.optim import BatchManhattan, output_layer_parameters
 from asymbp.runs import NAME_MAX
 
 SCHEDULES = ("none", "step", "cosine", "multistep")
@@ -267,9 +267,20 @@ def make_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) 
 
 
 def _make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """One parameter group at bm_lr under Batch Manhattan, else at lr; with norm.scope=hidden the
+    output layer, which Batch Manhattan leaves alone, is a second group at optimizer.lr."""
     cls, kwargs = _optimizer_choice(cfg)
-    lr = cfg.optimizer.bm_lr if cfg.norm.batch_manhattan else cfg.optimizer.lr
-    return cls(model.parameters(), lr=lr, **kwargs)
+    if not cfg.norm.batch_manhattan:
+        return cls(model.parameters(), lr=cfg.optimizer.lr, **kwargs)
+    if cfg.norm.scope != "hidden":
+        return cls(model.parameters(), lr=cfg.optimizer.bm_lr, **kwargs)
+    plain = output_layer_parameters(model)
+    signed = [p for p in model.parameters() if all(p is not q for q in plain)]
+    groups = [
+        {"params": signed, "lr": cfg.optimizer.bm_lr},
+        {"params": plain, "lr": cfg.optimizer.lr},
+    ]
+    return cls([group for group in groups if group["params"]], lr=cfg.optimizer.bm_lr, **kwargs)
 
 
 def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

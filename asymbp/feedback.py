@@ -39,7 +39,12 @@ from typing import ClassVar
 import torch
 
 MAGNITUDES = ("uniform", "half_normal")
-NAMED_SCALES = ("init_std",)
+#: Scales named after the layer's Xavier initialization (sigma = sqrt(2 / (fan_in + fan_out))):
+#: init_std multiplies V by sigma (biotorch's uSF: sigma * sign(W)); init_bound by Xavier-uniform's
+#: bound sqrt(3) sigma, so that uniform magnitudes are |Xavier-uniform| draws, U[0, sqrt(3) sigma]
+#: (biotorch's brSF and frSF), and rndf's V is Xavier-uniform, U(-sqrt(3) sigma, sqrt(3) sigma)
+#: (biotorch's FA; jsalbert/biotorch HEAD 74fad0d, biotorch/layers/fa_constructor/*.py).
+NAMED_SCALES = ("init_std", "init_bound")
 
 
 def _draw_magnitude(shape, distribution: str, generator=None, device=None, dtype=None):
@@ -88,9 +93,15 @@ class FeedbackRule:
         """Learned feedback: change the layer's state after an optimizer step (W frozen)."""
 
     def direct_feedback(
-        self, state: dict[str, torch.Tensor], classes: int, input_shape: tuple[int, ...]
+        self,
+        state: dict[str, torch.Tensor],
+        classes: int,
+        input_shape: tuple[int, ...],
+        weight_shape: tuple[int, ...] | None = None,
     ) -> torch.Tensor:
-        """Global-error rules: the fixed matrix B (classes x prod(input_shape)), on the CPU."""
+        """Global-error rules: the fixed B on the CPU, either a matrix (classes x
+        prod(input_shape)) or, for a conv layer of weight shape (out, in, kh, kw), a kernel
+        (classes x in x kh x kw) that the layer applies as a transposed convolution."""
         raise NotImplementedError
 
     def options(self) -> dict:
@@ -99,8 +110,9 @@ class FeedbackRule:
 
 @dataclass(frozen=True)
 class ScaledRule(FeedbackRule):
-    """A rule whose V is multiplied by `scale`: 1.0 keeps the paper's magnitudes, 'init_std'
-    is biotorch's and Xiao et al.'s scaling by the initialization std."""
+    """A rule whose V is multiplied by `scale`: 1.0 keeps the paper's magnitudes; 'init_std' is
+    biotorch's and Xiao et al.'s scaling of uSF by the initialization std; 'init_bound' by
+    Xavier-uniform's bound, biotorch's draw for brsf, frsf and rndf (see NAMED_SCALES)."""
 
     scale: float | str = 1.0
 
@@ -116,7 +128,12 @@ class ScaledRule(FeedbackRule):
             )
 
     def _scaled(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        factor = init_std(weight) if self.scale == "init_std" else float(self.scale)
+        if self.scale == "init_std":
+            factor = init_std(weight)
+        elif self.scale == "init_bound":
+            factor = math.sqrt(3.0) * init_std(weight)
+        else:
+            factor = float(self.scale)
         return v if factor == 1.0 else v.mul_(factor)
 
 
@@ -322,22 +339,35 @@ class WM(FeedbackRule):
             v.mul_(1.0 - weight_decay).add_(layer.weight_correlation(x, y), alpha=lr)
 
 
+DFA_DRAWS = ("fan_in", "biotorch")
+
+
 @dataclass(frozen=True)
 class DFA(FeedbackRule):
     """Direct feedback alignment (Nokland 2016): every layer sends e B to its input, e being the
-    error at the logits and B a fixed random matrix (classes x the input's D values) with entries
-    uniform on [-scale / sqrt(D), scale / sqrt(D)]: PyTorch's initialization of a linear layer
-    from that input straight to the classes, so e B is on the scale of the error backprop sends."""
+    error at the logits and B fixed and random, times `scale`. Two draws of B:
+
+    - draw="fan_in" (ours, the default): a matrix (classes x the input's D values) uniform on
+      [-1 / sqrt(D), 1 / sqrt(D)], PyTorch's initialization of a linear layer from that input
+      straight to the classes, so e B is on the scale of the error backprop sends.
+    - draw="biotorch" (jsalbert/biotorch HEAD 74fad0d, biotorch/layers/dfa/*.py): Xavier-uniform
+      B. A linear layer's is a matrix (classes x in_features), bound sqrt(6 / (in + classes)); a
+      conv layer's is a kernel (classes x in_channels x kh x kw), bound sqrt(6 / ((in + classes)
+      kh kw)): e is copied to every output position and sent back through the layer's transposed
+      convolution with that kernel, so a conv layer's B is shared across positions."""
 
     name: ClassVar[str] = "dfa"
     routes_global_error: ClassVar[bool] = True
     name_options: ClassVar[tuple[str, ...]] = ("scale",)
 
     scale: float = 1.0
+    draw: str = "fan_in"
 
     def __post_init__(self):
         if not (isinstance(self.scale, int | float) and self.scale > 0):
             raise ValueError(f"feedback scale must be a number > 0, got {self.scale!r}")
+        if self.draw not in DFA_DRAWS:
+            raise ValueError(f"feedback draw must be one of {DFA_DRAWS}, got {self.draw!r}")
 
     def make_state(self, weight, generator):
         # B's shape is known at the first backward pass; its seed is drawn now, so B is fixed.
@@ -346,11 +376,18 @@ class DFA(FeedbackRule):
     def feedback_weight(self, weight, state):
         return None
 
-    def direct_feedback(self, state, classes, input_shape):
+    def direct_feedback(self, state, classes, input_shape, weight_shape=None):
         generator = torch.Generator().manual_seed(int(state["feedback_seed"]))
         size = math.prod(input_shape)
-        bound = self.scale / math.sqrt(size)
-        b = torch.rand((classes, size), generator=generator, dtype=torch.float64)
+        if self.draw == "fan_in":
+            shape, bound = (classes, size), self.scale / math.sqrt(size)
+        elif weight_shape is not None and len(weight_shape) == 4:
+            receptive = math.prod(weight_shape[2:])
+            shape = (classes, *weight_shape[1:])
+            bound = self.scale * math.sqrt(6.0 / ((weight_shape[1] + classes) * receptive))
+        else:
+            shape, bound = (classes, size), self.scale * math.sqrt(6.0 / (size + classes))
+        b = torch.rand(shape, generator=generator, dtype=torch.float64)
         return b.mul_(2 * bound).sub_(bound)
 
 

@@ -25,8 +25,9 @@ from asymbp.models import RESIDUAL_BLOCKS
 FEEDBACK_SEED_OFFSET = 0x5EED_FEED
 #: Output positions per side of a convolutional weight mirror's noise response (ours).
 MIRROR_SIDE = 4
-#: direct_error(input_shape, dtype) -> the error a global-error layer sends to its input.
-DirectError = Callable[[torch.Size, torch.dtype], torch.Tensor]
+#: direct_error(input_shape, grad_out) -> the error a global-error layer sends to its input
+#: (grad_out, the error arriving at the layer, gives the dtype and the output's positions).
+DirectError = Callable[[torch.Size, torch.Tensor], torch.Tensor]
 
 
 class AsymmetricLinearFunction(torch.autograd.Function):
@@ -46,7 +47,7 @@ class AsymmetricLinearFunction(torch.autograd.Function):
         grad_x = grad_weight = grad_bias = None
         if needs[0]:
             if ctx.direct_error is not None:
-                grad_x = ctx.direct_error(x.shape, grad_out.dtype)
+                grad_x = ctx.direct_error(x.shape, grad_out)
             else:
                 grad_x = grad_out @ feedback_weight.to(grad_out.dtype)
         if needs[1] or needs[3]:
@@ -103,7 +104,7 @@ class AsymmetricConv2dFunction(torch.autograd.Function):
             [needs[0] and not direct, needs[1] or needs[3], ctx.has_bias and needs[2]],
         )
         if needs[0] and direct:
-            grad_x = ctx.direct_error(x.shape, grad_out.dtype)
+            grad_x = ctx.direct_error(x.shape, grad_out)
         return (
             grad_x,
             grad_weight if needs[1] else None,
@@ -167,12 +168,21 @@ class AsymmetricLayer:
         with torch.no_grad():
             return self.feedback_rule.feedback_weight(self.weight, self.feedback_state())
 
-    def _direct_error(self) -> DirectError | None:
-        return self.direct_input_error if self.feedback_rule.routes_global_error else None
+    def _direct_error(self, conv_args: tuple | None = None) -> DirectError | None:
+        if not self.feedback_rule.routes_global_error:
+            return None
+        return lambda shape, grad_out: self.direct_input_error(shape, grad_out, conv_args)
 
-    def direct_input_error(self, input_shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    def direct_input_error(
+        self, input_shape: torch.Size, grad_out: torch.Tensor, conv_args: tuple | None = None
+    ) -> torch.Tensor:
         """e B: the model's output error e (batch x classes, or batch x any output shape,
-        flattened) through this layer's fixed B."""
+        flattened) through this layer's fixed B. A 2-D B (classes x the input's values) is a
+        matrix product; a 4-D B (classes x in_channels x kernel, DFA's draw=biotorch on a conv
+        layer) is biotorch's convolutional DFA: e copied to every output position of the layer,
+        then sent back by the layer's transposed convolution (conv_args: stride, padding,
+        dilation, groups) with kernel B."""
+        dtype = grad_out.dtype
         error = None if self.global_error is None else self.global_error.error
         if error is None or error.dim() < 2 or error.shape[0] != input_shape[0]:
             raise RuntimeError(
@@ -182,9 +192,23 @@ class AsymmetricLayer:
         error = error.flatten(1)
         key = (error.shape[1], tuple(input_shape[1:]), error.device, dtype)
         if self._direct_cache is None or self._direct_cache[0] != key:
-            b = self.feedback_rule.direct_feedback(self.feedback_state(), key[0], key[1])
+            b = self.feedback_rule.direct_feedback(
+                self.feedback_state(), key[0], key[1], tuple(self.weight.shape)
+            )
             self._direct_cache = (key, b.to(error.device, dtype))
-        return (error.to(dtype) @ self._direct_cache[1]).view(input_shape)
+        b = self._direct_cache[1]
+        if b.dim() == 2:
+            return (error.to(dtype) @ b).view(input_shape)
+        stride, padding, dilation, groups = conv_args
+        if groups != 1:
+            raise RuntimeError(
+                f"feedback={self.feedback_rule.name} with a convolutional B needs groups=1 "
+                f"(the layer has groups={groups}): use the rule's default draw"
+            )
+        spread = error.to(dtype)[:, :, None, None].expand(-1, -1, *grad_out.shape[2:])
+        return torch.nn.grad.conv2d_input(
+            list(input_shape), b, spread, stride, padding, dilation, groups
+        )
 
     def _uses_autograd(self) -> bool:
         # Native autograd is exact for BP and costs nothing where no backward pass follows.
@@ -240,17 +264,11 @@ class AsymmetricConv2d(AsymmetricLayer, nn.Conv2d):
         if self._uses_autograd():
             return self._conv_forward(x, self.weight, self.bias)
         x, padding = self._explicit_padding(x)
+        conv_args = (list(self.stride), list(padding), list(self.dilation), self.groups)
         return AsymmetricConv2dFunction.apply(
-            x,
-            self.weight,
-            self.bias,
-            self.feedback_weight(),
-            list(self.stride),
-            list(padding),
-            list(self.dilation),
-            self.groups,
-            self._direct_error(),
-        )
+            x, self.weight, self.bias, self.feedback_weight(), *conv_args,
+            self._direct_error(conv_args),
+        )  # fmt: skip
 
     def noise_response(self, n: int, std: float) -> tuple[torch.Tensor, torch.Tensor]:
         """n zero-mean Gaussian inputs x (std `std`) and y = conv(x, W) without bias or padding.
@@ -311,6 +329,15 @@ def convertible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
+def output_layer(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the model's output layer: the last of `convertible_layers` (the output
+    layer in all of asymbp's models). ValueError when the model has no such layer."""
+    layers = convertible_layers(model)
+    if not layers:
+        raise ValueError("the model has no Linear or Conv2d layer, so it has no output layer")
+    return layers[-1]
+
+
 def asymmetric_layers(model: nn.Module) -> list[tuple[str, AsymmetricLayer]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, AsymmetricLayer)]
 
@@ -345,8 +372,9 @@ def convert(
             "convert() replaces layers inside a model, not the model itself; wrap the layer, "
             "e.g. nn.Sequential(layer)"
         )
-    for index, (name, module) in enumerate(layers):
-        layer_rule = make_rule("bp") if last_layer_bp and index == len(layers) - 1 else rule
+    exact_name = output_layer(model)[0] if last_layer_bp and layers else None
+    for name, module in layers:
+        layer_rule = make_rule("bp") if name == exact_name else rule
         twin = _twin(module, layer_rule, generator)
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, twin)

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-SCOPES = ("all", "weights")
+from asymbp.layers import output_layer
+
+SCOPES = ("all", "weights", "hidden")
 SIGN_OF = ("gradient", "update")
 
 
@@ -23,6 +25,12 @@ def layer_weights(model: nn.Module) -> list[nn.Parameter]:
     return weights
 
 
+def output_layer_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the model's output layer (`asymbp.layers.output_layer`): its weight, its
+    bias and, under Kolen-Pollack, its learned V."""
+    return list(output_layer(model)[1].parameters())
+
+
 class BatchManhattan(Optimizer):
     """Wraps `optimizer` so that it steps on sign(gradient) of the parameters in `scope`.
 
@@ -31,8 +39,13 @@ class BatchManhattan(Optimizer):
         The gradients are left signed after `step`.
     sign_of="update": the wrapped optimizer computes its (momentum-smoothed) update first, and each
         parameter moves by lr * sign(that update).
-    scope="all" (default) or "weights": only the Linear/Conv weights of `model` are signed; the
-        other parameters take the wrapped optimizer's plain step.
+    scope="all" (default): every parameter is signed.
+    scope="weights": only the Linear/Conv weights of `model` are signed; the other parameters
+        take the wrapped optimizer's plain step.
+    scope="hidden": every parameter but the output layer's (`output_layer_parameters(model)`) is
+        signed; the output layer takes the wrapped optimizer's plain step at its group's rate, as
+        in Xiao et al. 2018 (their train.py trains the last layer with plain SGD at its own rate
+        unless --lbm). `asymbp.build` puts the output layer in a group at optimizer.lr.
 
     It shares the wrapped optimizer's parameter groups and state, so learning-rate schedulers and
     the `state_dict` round trip work as for the wrapped optimizer.
@@ -50,12 +63,15 @@ class BatchManhattan(Optimizer):
             raise ValueError(f"Batch Manhattan scope must be one of {SCOPES}, got {scope!r}")
         if sign_of not in SIGN_OF:
             raise ValueError(f"Batch Manhattan sign_of must be one of {SIGN_OF}, got {sign_of!r}")
-        if scope == "weights" and model is None:
-            raise ValueError("Batch Manhattan scope='weights' needs the model: pass model=...")
+        if scope != "all" and model is None:
+            raise ValueError(f"Batch Manhattan scope={scope!r} needs the model: pass model=...")
         self.optimizer = optimizer
         self.scope = scope
         self.sign_of = sign_of
         self._weight_ids = {id(p) for p in layer_weights(model)} if scope == "weights" else None
+        self._plain_ids = (
+            {id(p) for p in output_layer_parameters(model)} if scope == "hidden" else set()
+        )
         # Optimizer.__setstate__ creates the hook tables without building a second set of groups.
         self.__setstate__({"defaults": optimizer.defaults})
 
@@ -92,6 +108,7 @@ class BatchManhattan(Optimizer):
             "scope": self.scope,
             "sign_of": self.sign_of,
             "_weight_ids": self._weight_ids,
+            "_plain_ids": self._plain_ids,
         }
 
     def __repr__(self) -> str:
@@ -101,7 +118,9 @@ class BatchManhattan(Optimizer):
         return [
             p
             for p in group["params"]
-            if p.grad is not None and (self._weight_ids is None or id(p) in self._weight_ids)
+            if p.grad is not None
+            and (self._weight_ids is None or id(p) in self._weight_ids)
+            and id(p) not in self._plain_ids
         ]
 
     @torch.no_grad()

@@ -1,5 +1,6 @@
 """Feedback rules: the V each rule makes, its random state, and its validation."""
 
+import functools
 import math
 
 import pytest
@@ -176,7 +177,7 @@ def test_global_seed_drives_state_when_no_seed_given():
         ("nope", {}, r"unknown feedback rule 'nope'; choose one of \['bp', 'brsf'"),
         ("sc", {"concordance": 1.5}, r"concordance must be a fraction in \[0, 1\]"),
         ("sc", {"concordance": -0.1}, r"concordance must be a fraction in \[0, 1\]"),
-        ("usf", {"scale": -1.0}, r"scale must be a number >= 0 or one of \('init_std',\)"),
+        ("usf", {"scale": -1.0}, r"scale must be .* one of \('init_std', 'init_bound'\)"),
         ("usf", {"scale": "big"}, r"scale must be a number >= 0"),
         (
             "frsf",
@@ -189,3 +190,92 @@ def test_global_seed_drives_state_when_no_seed_given():
 def test_bad_rules_and_options_raise_value_error(name, options, match):
     with pytest.raises(ValueError, match=match):
         make_rule(name, **options)
+
+
+# ------------------------------------------------------------- biotorch's draws (scale=init_bound)
+# biotorch (jsalbert/biotorch HEAD 74fad0d, biotorch/layers/fa_constructor/{linear,conv}.py) draws
+# frSF's and brSF's magnitudes as |xavier_uniform_(W's shape)| and FA's V as xavier_uniform_:
+# uniform on [0, b] and on (-b, b), b = sqrt(6 / (fan_in + fan_out)), fans as torch.nn.init
+# counts them (conv: channels x kernel positions).
+SHAPES = [(120, 400), (10, 84), (6, 1, 5, 5), (16, 6, 5, 5), (64, 32, 3, 3)]
+
+
+def layer_of_shape(rule, shape, seed=0, **options):
+    cls = nn.Linear if len(shape) == 2 else functools.partial(nn.Conv2d, kernel_size=shape[2:])
+    module = cls(shape[1], shape[0])
+    torch.manual_seed(seed)
+    return asymbp.convert(nn.Sequential(module), rule, seed=seed, **options)[0]
+
+
+def xavier_bound(shape):
+    receptive = math.prod(shape[2:])
+    return math.sqrt(6.0 / (shape[1] * receptive + shape[0] * receptive))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("rule", ["brsf", "frsf"])
+def test_init_bound_magnitudes_are_biotorchs_abs_xavier_uniform(rule, shape):
+    layer = layer_of_shape(rule, shape, scale="init_bound")
+    v, n, b = layer.feedback_weight(), math.prod(shape), xavier_bound(shape)
+    assert sign_concordance(v, layer.weight) == 1.0
+    assert v.abs().max().item() <= b * (1 + 1e-6) and v.abs().min().item() >= 0
+    # U[0, b]: mean b / 2 (std b / sqrt(12 n)), mean square b^2 / 3 (std b^2 sqrt(4 / (45 n)))
+    assert v.abs().mean().item() == pytest.approx(b / 2, abs=4 * b / math.sqrt(12 * n))
+    assert v.pow(2).mean().item() == pytest.approx(b**2 / 3, abs=4 * b**2 * math.sqrt(4 / (45 * n)))
+    # side by side with torch's xavier_uniform_, which biotorch calls
+    generator = torch.Generator().manual_seed(1)
+    reference = nn.init.xavier_uniform_(torch.empty(shape), generator=generator)
+    assert reference.abs().max().item() <= b
+    # each RMS has a relative std of 1.5 sqrt(4 / (45 n)); their difference sqrt(2) x that: 4 std
+    assert v.pow(2).mean().sqrt().item() == pytest.approx(
+        reference.pow(2).mean().sqrt().item(), rel=9 * math.sqrt(4 / (45 * n))
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_init_bound_rndf_is_biotorchs_xavier_uniform_fa(shape):
+    layer = layer_of_shape("rndf", shape, scale="init_bound")
+    v, n, b = layer.feedback_weight(), math.prod(shape), xavier_bound(shape)
+    assert v.abs().max().item() <= b * (1 + 1e-6)
+    # U(-b, b): mean 0 (std b / sqrt(3 n)), root mean square b / sqrt(3), the Xavier std
+    assert v.mean().item() == pytest.approx(0.0, abs=4 * b / math.sqrt(3 * n))
+    assert v.pow(2).mean().item() == pytest.approx(b**2 / 3, abs=4 * b**2 * math.sqrt(4 / (45 * n)))
+    assert b / math.sqrt(3) == pytest.approx(init_std(layer.weight))
+    assert sign_concordance(v, layer.weight) == pytest.approx(0.5, abs=4 * 0.5 / math.sqrt(n))
+
+
+def test_init_std_keeps_todays_draws_sqrt3_below_biotorchs():
+    """scale=init_std: magnitudes on [0, sigma], RMS sigma / sqrt(3); init_bound is sqrt(3) x that
+    for the same draw (the same seed gives the same M)."""
+    shape = (120, 400)
+    std, bound = layer_of_shape("frsf", shape, scale="init_std"), layer_of_shape(
+        "frsf", shape, scale="init_bound"
+    )
+    torch.testing.assert_close(bound.feedback_weight(), math.sqrt(3) * std.feedback_weight())
+    assert std.feedback_weight().abs().max().item() <= init_std(std.weight) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(10, 84), (120, 400), (6, 1, 5, 5), (16, 6, 5, 5)])
+def test_dfa_biotorch_draw_is_xavier_uniform_of_biotorchs_b_shape(shape):
+    """biotorch/layers/dfa/{linear,conv}.py: weight_backward of shape (classes, in_features) or
+    (classes, in_channels, kh, kw), xavier_uniform_."""
+    classes = 10
+    layer = layer_of_shape("dfa", shape, draw="biotorch")
+    input_shape = (shape[1],) if len(shape) == 2 else (shape[1], 12, 12)
+    b = layer.feedback_rule.direct_feedback(
+        layer.feedback_state(), classes, input_shape, tuple(layer.weight.shape)
+    )
+    expected_shape = (classes, *shape[1:])
+    assert tuple(b.shape) == expected_shape
+    bound = xavier_bound(expected_shape)
+    n = b.numel()
+    assert b.abs().max().item() <= bound
+    assert b.pow(2).mean().item() == pytest.approx(
+        bound**2 / 3, abs=4 * bound**2 * math.sqrt(4 / (45 * n))
+    )
+    # the default draw: a dense matrix uniform on +-1 / sqrt(D)
+    dense = make_rule("dfa").direct_feedback(
+        layer.feedback_state(), classes, input_shape, tuple(layer.weight.shape)
+    )
+    assert tuple(dense.shape) == (classes, math.prod(input_shape))
+    assert dense.abs().max().item() <= 1 / math.sqrt(math.prod(input_shape))

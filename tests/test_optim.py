@@ -75,6 +75,42 @@ def test_weights_scope_leaves_biases_and_norm_parameters_alone():
         assert torch.equal(p.detach(), before[name] - 0.1 * step), name
 
 
+@pytest.mark.parametrize("sign_of", ["gradient", "update"])
+def test_hidden_scope_gives_the_output_layer_the_plain_step_at_its_own_rate(sign_of):
+    """Xiao et al. 2018's default: every parameter but the last layer's is signed; the last layer
+    (weight and bias) takes plain SGD at its group's rate. One step from zero momentum."""
+    model = net()  # no BN: a bias before BN has a ~0 gradient whose update rounds to no move
+    output = [model[3].weight, model[3].bias]
+    hidden = [p for p in model.parameters() if all(p is not q for q in output)]
+    sgd = torch.optim.SGD([{"params": hidden, "lr": 1e-3}, {"params": output, "lr": 0.5}], lr=1e-3)
+    bm = BatchManhattan(sgd, scope="hidden", sign_of=sign_of, model=model)
+    backward(model)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    bm.step()
+    for name, p in model.named_parameters():
+        if name.startswith("3."):
+            expected = before[name] - 0.5 * grads[name]
+        else:  # from zero momentum, the update's sign is the gradient's
+            expected = before[name] - 1e-3 * torch.sign(grads[name])
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-7, msg=name)
+
+
+def test_hidden_scope_through_the_config_puts_the_output_layer_at_optimizer_lr():
+    from conftest import compose_config
+
+    from asymbp.build import make_optimizer
+
+    cfg = compose_config(
+        "norm=bn_bm", "norm.scope=hidden", "optimizer.lr=0.02", "optimizer.bm_lr=0.0003"
+    )
+    model = net(batch_norm=True)
+    groups = make_optimizer(cfg, model).param_groups
+    assert [g["lr"] for g in groups] == [0.0003, 0.02]
+    assert groups[1]["params"] == [model[3].weight, model[3].bias]
+    assert len(groups[0]["params"]) == len(list(model.parameters())) - 2
+
+
 def test_sign_of_update_moves_by_lr_in_the_direction_of_the_momentum_update():
     model = net()
     bm = BatchManhattan(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), sign_of="update")
@@ -136,9 +172,10 @@ def test_works_with_adam_and_closure():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"scope": "bias"}, r"scope must be one of \('all', 'weights'\)"),
+        ({"scope": "bias"}, r"scope must be one of \('all', 'weights', 'hidden'\)"),
         ({"sign_of": "momentum"}, r"sign_of must be one of \('gradient', 'update'\)"),
-        ({"scope": "weights"}, r"needs the model"),
+        ({"scope": "weights"}, r"scope='weights' needs the model"),
+        ({"scope": "hidden"}, r"scope='hidden' needs the model"),
     ],
 )
 def test_bad_options(kwargs, match):

@@ -322,6 +322,56 @@ def test_dfa_cnn_gradients_by_hand():
     torch.testing.assert_close(model[4].weight.grad, e.T @ pooled.flatten(1))
 
 
+def test_dfa_biotorch_draw_conv_error_by_hand():
+    """draw=biotorch (biotorch/layers/dfa/conv.py): a conv layer's input error is e copied to
+    every output position, sent back by the layer's transposed convolution with a kernel B:
+    E[n, c, i, j] = sum over k, output (p, q), tap (u, v) with i = 2p + u - 1, j = 2q + v - 1
+    of e[n, k] B[k, c, u, v]. conv1 (pad 1) -> ReLU -> conv2 (stride 2, pad 1) -> ReLU ->
+    flatten -> Linear; conv1's weight gradient is then the local one of E * relu'."""
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 3, 3, stride=2, padding=1),
+        nn.ReLU(), nn.Flatten(), nn.Linear(12, 4),
+    ).double()  # fmt: skip
+    model = asymbp.convert(net, "dfa", seed=5, draw="biotorch")
+    n = 3
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(n, 1, 4, 4, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1])
+    F.cross_entropy(model(x), y).backward()
+
+    w1, b1 = model[0].weight.detach(), model[0].bias.detach()
+    xp = F.pad(x, (1, 1, 1, 1))
+    a1 = torch.zeros(n, 2, 4, 4, dtype=torch.float64)
+    for o in range(2):
+        for i in range(4):
+            for j in range(4):
+                a1[:, o, i, j] = (xp[:, 0, i : i + 3, j : j + 3] * w1[o, 0]).sum((1, 2)) + b1[o]
+    h1 = a1.clamp_min(0)
+    z = model[5](model[4](model[3](model[2](h1)))).detach()
+    e = (z.softmax(1) - F.one_hot(y, 4)) / n
+    kernel = model[2].feedback_rule.direct_feedback(
+        model[2].feedback_state(), 4, (2, 4, 4), tuple(model[2].weight.shape)
+    )
+    assert tuple(kernel.shape) == (4, 2, 3, 3)
+    error = torch.zeros(n, 2, 4, 4, dtype=torch.float64)
+    for p in range(2):
+        for q in range(2):
+            for u in range(3):
+                for v in range(3):
+                    i, j = 2 * p + u - 1, 2 * q + v - 1
+                    if 0 <= i < 4 and 0 <= j < 4:
+                        error[:, :, i, j] += e @ kernel[:, :, u, v]
+    delta1 = error * (a1 > 0)
+    expected = torch.zeros_like(w1)
+    for u in range(3):
+        for v in range(3):
+            window = xp[:, 0, u : u + 4, v : v + 4]
+            expected[:, 0, u, v] = torch.einsum("noij,nij->o", delta1, window)
+    torch.testing.assert_close(model[0].weight.grad, expected)
+    torch.testing.assert_close(model[0].bias.grad, delta1.sum((0, 2, 3)))
+
+
 def test_dfa_b_is_fixed_by_the_seed_and_survives_state_dict():
     a = two_layers("dfa", seed=0)
     b = two_layers("dfa", seed=1)
