@@ -112,3 +112,27 @@ def test_cli_select_writes_winner_column_and_cells(tmp_path):
     assert "[optimizer.lr=" not in stdout
     code, _, stderr = run_main(sweep, "--out", out, "--select", "optimizer.nope", "--no-figures")
     assert code == 2 and stderr.count("\n") == 1 and "unknown config key" in stderr
+
+
+def test_figures_draw_only_the_selected_runs_with_short_labels():
+    from asymbp.report.figures import figure_runs
+
+    runs = make_runs()
+    # a second usf scale and brsf whose scale never varies: labels name only what varies per rule
+    extra = runs[runs["feedback"] == "usf"].assign(run=lambda f: f["run"] + "-s")
+    scales = ["1.0" if rule == "usf" else None for rule in runs["feedback"]]
+    runs = runs.assign(**{"feedback.scale": scales})
+    extra = extra.assign(**{"feedback.scale": "init_std"})
+    brsf = runs[runs["feedback"] == "bp"].assign(
+        feedback="brsf", run=lambda f: f["run"] + "-b", **{"feedback.scale": "init_std"}
+    )
+    runs = pd.concat([runs, extra, brsf], ignore_index=True)
+    drawn, _ = figure_runs(runs, "final", select=["optimizer.lr"])
+    finished = drawn[drawn["status"] == "done"]
+    usf = finished[finished["feedback"] == "usf"]
+    assert set(usf["optimizer.lr"]) == {0.01}  # the validation winner only (test says 0.1)
+    assert set(finished.loc[finished["feedback"] == "bp", "optimizer.lr"]) == {0.1}
+    assert set(usf["series"]) == {"usf, scale=1.0", "usf, scale=init_std"}
+    assert set(finished.loc[finished["feedback"] == "brsf", "series"]) == {"brsf"}
+    everything, _ = figure_runs(runs, "final")
+    assert set(everything.loc[everything["feedback"] == "usf", "optimizer.lr"]) == {0.01, 0.1}

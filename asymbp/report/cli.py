@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_figures:
             from asymbp.report.figures import write_figures  # matplotlib only when drawing
 
-            write_figures(runs, history, out, args.metric, ignore)
+            write_figures(runs, history, out, args.metric, ignore, args.select)
     except OSError as exc:
         return _error(f"cannot write into --out {out}: {exc.strerror or exc}")
     print(f"wrote {args.out}")

@@ -32,6 +32,7 @@ from asymbp.report.labels import (
     varying_keys,
     with_rule,
 )
+from asymbp.report.select import winners
 from asymbp.report.summary import condition_columns, run_errors
 from asymbp.runs import NON_IDENTITY_KEYS
 
@@ -110,18 +111,32 @@ def _order(frame: pd.DataFrame, keys: Sequence[str], label: str) -> list[str]:
 
 
 def figure_runs(
-    runs: pd.DataFrame, metric: str = "final", ignore: Sequence[str] = NON_IDENTITY_KEYS
+    runs: pd.DataFrame,
+    metric: str = "final",
+    ignore: Sequence[str] = NON_IDENTITY_KEYS,
+    select: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, list[str]]:
     """Finished runs (done or diverged: see `status`) with `error` (%) and labels:
     `stabilization`, `series` (the feedback rule, plus any other config key that varies within a
     dataset x stabilization x rule, so that different conditions are never averaged together).
-    Also returns those extra keys."""
+    Also returns those extra keys. With `select` keys (asymbp-aggregate --select), only each
+    condition's runs at the values chosen on validation are kept, and the selected keys do not
+    split lines or bars."""
+    if select:
+        runs = runs.loc[sorted(winners(runs, metric, ignore, select))]
+        ignore = (*ignore, *select)
     done = runs[runs["status"].isin(["done", "diverged"])]
     done = done.assign(error=100 * run_errors(done, metric))
     fixed = with_rule(["dataset", "norm", "feedback"], done.columns)
     extra = varying_keys(done, fixed, condition_columns(runs, ignore))
+    # A label names only the options that vary among its own rule's runs (brsf's magnitude, not
+    # the scale every brsf run shares), so that bars and lines read at a glance.
+    own = {
+        rule: [key for key in extra if group[key].nunique(dropna=False) > 1]
+        for rule, group in done.groupby("feedback", sort=False)
+    }
     records = done.to_dict("records")
-    extras = [_extra_label(record, extra) for record in records]
+    extras = [_extra_label(record, own[record["feedback"]]) for record in records]
     rules = [rule_label(r["feedback"], r.get(CONCORDANCE)) for r in records]
     done = done.assign(
         stabilization=[value_label("norm", r["norm"]) for r in records],
@@ -402,9 +417,11 @@ def write_figures(
     out: Path,
     metric: str = "final",
     ignore: Sequence[str] = NON_IDENTITY_KEYS,
+    select: Sequence[str] = (),
 ) -> list[Path]:
-    """Draw every figure the runs allow into `out`; say on stderr which ones had no data."""
-    finished, extra = figure_runs(runs, metric, ignore)
+    """Draw every figure the runs allow into `out`; say on stderr which ones had no data.
+    `select`: as in `figure_runs`."""
+    finished, extra = figure_runs(runs, metric, ignore, select)
     done = finished[finished["status"] == "done"]
     if done.empty:
         print("no finished runs: no figures", file=sys.stderr)
