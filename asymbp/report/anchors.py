@@ -1,14 +1,15 @@
 """Published numbers side by side: our conditions against the anchors of anchors.csv.
 
-anchors.csv (package data, one row per published cell) holds biotorch's benchmarks (Sanfiz &
-Akrout 2021, jsalbert/biotorch Benchmarks.md: MNIST/Fashion-MNIST LeNet, CIFAR-10 LeNet,
-ResNet-20, ResNet-56 with SGD and Adam; its ImageNet section is empty, in Benchmarks.md and in
-the README, so there is no ResNet-18 row) and the paper's five headline cells, whose condition is
-not known. An anchor matches a condition of the summary when its dataset, model, rule (the
-`feedback` choice), stabilization (the `norm` choice as labels.NORM_LABELS writes it) and
-optimizer agree; an empty anchor field matches anything. Each match gives a row: our test error
-mean and std over seeds, the published error, the difference (ours minus published, in points)
-and a verdict; an anchor that matches no condition is listed as `not run`.
+anchors.csv (package data, one row per published cell) holds biotorch's benchmarks (Sanfiz & Akrout
+2021, jsalbert/biotorch HEAD 74fad0d Benchmarks.md: MNIST/Fashion-MNIST LeNet, CIFAR-10 LeNet,
+ResNet-20, ResNet-56 with SGD and Adam, ImageNet ResNet-18), Akrout et al. 2019's published MLP
+runs (makrout/Deep-Learning-without-Weight-Transport, experiments/*/results.json: BP, FA, KP and WM
+on MNIST and CIFAR-10) and the paper's five headline cells, whose condition is not known. An anchor
+matches a condition of the summary when its dataset, model, rule (the `feedback` choice),
+stabilization (the `norm` choice as labels.NORM_LABELS writes it) and optimizer agree; an empty
+anchor field matches anything. Each match gives a row: our test error mean and std over seeds, the
+published error, the difference (ours minus published, in points) and a verdict; an anchor that
+matches no condition is listed as `not run`.
 """
 
 from __future__ import annotations
@@ -202,6 +203,6 @@ def anchors_markdown(table: pd.DataFrame, tolerance: float, metric_text: dict) -
         f"{tolerance:g} point(s), better / worse beyond it; not run: no condition matches the "
         f"published cell. Sources and how each published epoch was selected: anchors.csv. "
         f"The paper's five headline cells are listed by leaderboards without their condition "
-        f"(matched to uSF with BN+BM, any model). biotorch's ImageNet section is empty.\n"
+        f"(matched to uSF with BN+BM, any model).\n"
     )
     return "\n".join(parts) + "\n" + note

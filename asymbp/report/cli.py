@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(METRICS),
         default="final",
         help="final (default): test error at the last epoch; "
-        "best_val: test error at the epoch of best validation accuracy",
+        "best_val: test error at the epoch of best validation accuracy; "
+        "best_test: at the epoch of best test accuracy (biotorch's choice: optimistic, for "
+        "comparing with their cells only)",
     )
     parser.add_argument(
         "--rows",
@@ -224,10 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(problem)
     ignore = (*NON_IDENTITY_KEYS, *args.ignore)
     runs = mark_duplicates(runs, ignore)
-    problem = _best_val_problem(runs) if args.metric == "best_val" else ""
+    problem = _best_val_problem(runs) if args.metric != "final" else ""
     if problem:
         return _error(problem)
-    # anchors: at both epochs, the best-validation one only when every finished run has one
+    # anchors: at every metric, those of a validation epoch only when every finished run has one
     metrics = [m for m in METRICS if m == args.metric or _best_val_problem(runs) == ""]
     cols = _keys(args.cols)
     try:

@@ -23,7 +23,11 @@ ORDERS = {
 HEADERS = {"feedback": "rule", "norm": "stabilization"}
 CONCORDANCE = "feedback.concordance"
 #: --metric choice -> how tables and figures say which test error they show.
-METRIC_TEXT = {"final": "at the last epoch", "best_val": "at the epoch of best validation accuracy"}
+METRIC_TEXT = {
+    "final": "at the last epoch",
+    "best_val": "at the epoch of best validation accuracy",
+    "best_test": "at the epoch of best test accuracy (biotorch's choice: optimistic)",
+}
 
 
 def missing(value: object) -> bool:

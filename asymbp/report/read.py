@@ -23,6 +23,8 @@ LEAD_COLUMNS = ("run", "status", "reason", *GROUPS, "seed")
 #: DONE yet; failed: stopped by a config or dataset error (FAILED); broken: files unreadable or
 #: inconsistent; duplicate: another run of the same condition and seed is counted instead.
 STATUSES = ("done", "diverged", "incomplete", "failed", "broken", "duplicate")
+#: The highest test accuracy over a run's epochs, from its history (not in metrics.json).
+BEST_TEST = "best_test_acc"
 
 # metrics.json fields kept under their own name in runs.csv; any other field is stored as
 # `metrics.<name>` (metrics.json's `device`, the device used, would clash with the config's).
@@ -34,6 +36,7 @@ METRIC_COLUMNS = (
     "best_val_acc",
     "best_val_epoch",
     "test_acc_at_best_val",
+    "best_test_acc",
     "epochs_completed",
     "diverged",
     "wall_seconds",
@@ -102,7 +105,11 @@ def _record(
     lead = {**lead, "status": status, "reason": reason}
     lead |= {group: _group_choice(config, metrics, group) for group in GROUPS}
     lead["seed"] = config.get("seed", metrics.get("seed"))
-    return RunRecord(lead, _metric_fields(metrics), flatten(config), history)
+    fields = _metric_fields(metrics)
+    if status in ("done", "diverged") and history is not None and "test_acc" in history:
+        # biotorch's choice: the best epoch on the test set (--metric best_test; optimistic)
+        fields[BEST_TEST] = float(history["test_acc"].max())
+    return RunRecord(lead, fields, flatten(config), history)
 
 
 def _failure(path: Path) -> str:

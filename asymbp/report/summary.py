@@ -10,13 +10,16 @@ import pandas as pd
 
 from asymbp.config import GROUPS
 from asymbp.report.labels import sort_rows, with_rule
-from asymbp.report.read import STATUSES, config_columns
+from asymbp.report.read import BEST_TEST, STATUSES, config_columns
 from asymbp.runs import NON_IDENTITY_KEYS
 
 # --metric choice -> the accuracy column of runs.csv whose complement is the reported error.
-METRICS = {"final": "test_acc", "best_val": "test_acc_at_best_val"}
-# --metric choice -> the validation accuracy of runs.csv at that same epoch (for --select).
-VAL_METRICS = {"final": "val_acc", "best_val": "best_val_acc"}
+#: best_test is biotorch's choice, the best epoch on the test set itself: optimistic, for a
+#: like-for-like comparison with their cells only.
+METRICS = {"final": "test_acc", "best_val": "test_acc_at_best_val", "best_test": BEST_TEST}
+# --metric choice -> the validation accuracy of runs.csv at that same epoch (for --select); under
+# best_test the hyperparameters are still chosen on validation, at its best epoch.
+VAL_METRICS = {"final": "val_acc", "best_val": "best_val_acc", "best_test": "best_val_acc"}
 #: Column added by --select: which value of the selected keys won, e.g. `optimizer.lr=0.01`.
 SELECTED = "selected"
 #: Statuses counted in the summary besides `done` (none of them in the mean): n_<status>.
