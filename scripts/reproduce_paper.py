@@ -15,14 +15,19 @@ Profiles (times measured on 2 CPU cores; see README):
         4 epochs, 5% validation hold-out), all three presets, 3 seeds, joblib: about 1 hour.
   full  the paper's 15 datasets plus Fashion-MNIST and digits at 60 epochs, all presets, 3 seeds:
         meant for a GPU or a SLURM cluster (--launcher submitit_slurm).
+  fashion_pilot  experiment=biotorch_fashion (every rule's lr over 1e-4..1e-1, bm_lr over
+        1e-5..3e-3, biotorch's draws, BN+BM, the arms of claims 1 and 2: 145 jobs) at one seed on a
+        stratified 12,000-image subset for 12 epochs (lr / 10 at 6 and 9), reported at the
+        best-validation epoch with --select: the rates each condition chooses on validation,
+        which biotorch_fashion_cpu then fixes. Its report is kept in docs/results/fashion_pilot.
   fashion_full  biotorch's protocol on the full Fashion-MNIST (54,000 train, 6,000 validation,
-        10,000 test) with experiment=biotorch_fashion_cpu: bp, usf, brsf, frsf, rndf without BN/BM
-        (and unit-scale usf) at lr 0.01 and 0.05 chosen on validation (--select), the same with
-        BN+BM at bm_lr 1e-4 (what each chose on validation in a 5-epoch run of the whole grid),
-        unit-scale usf with BN+BM and sc at 3 concordances, 3 seeds: 63 runs of 24 epochs, lr / 10
-        at epochs 12 and 18 (biotorch: 100, at 50 and 75). Measured: 2 h 08 min on 2 cores
-        shared with 5 other runs and a CI run (about 1 h 50 min alone; docs/RESULTS.md).
-        On a GPU: experiment=biotorch_fashion (78 runs, both bm_lr) with its 100 epochs.
+        10,000 test) with experiment=biotorch_fashion_cpu: the 23 conditions of biotorch_fashion
+        at the rates fashion_pilot chose, 3 seeds, 24 epochs, lr / 10 at epochs 12 and 18
+        (biotorch: 100, at 50 and 75). On a GPU: experiment=biotorch_fashion with its 100 epochs.
+  fashion_protocol  biotorch's full protocol (100 epochs, lr / 10 at 50 and 75) for bp, FA, uSF,
+        brSF, frSF and DFA without BN/BM, one seed each at the pilot's rates (about 17 minutes a
+        run on one core), reported at the best-validation epoch and, like for like with
+        biotorch, at the best test epoch (anchors at --metric best_test).
 """
 
 from __future__ import annotations
@@ -79,6 +84,14 @@ PROFILES = {
         ("epochs=60",),
         per_dataset={"timit": ("model=mlp",)},
     ),
+    "fashion_pilot": Profile(
+        ("fashion_mnist",),
+        ("biotorch_fashion",),
+        1,
+        "joblib",
+        ("epochs=12", "train_subset=12000", "optimizer.milestones=[6,9]"),
+        report=("--select", "optimizer.lr", "--select", "optimizer.bm_lr", "--metric", "best_val"),
+    ),
     "fashion_full": Profile(
         ("fashion_mnist",),
         ("biotorch_fashion_cpu",),
@@ -86,6 +99,13 @@ PROFILES = {
         "joblib",
         ("epochs=24", "optimizer.milestones=[12,18]"),  # see the docstring for the sizing
         report=("--select", "optimizer.lr", "--select", "optimizer.bm_lr"),
+    ),
+    "fashion_protocol": Profile(
+        ("fashion_mnist",),
+        ("biotorch_fashion_protocol",),
+        1,
+        "joblib",
+        report=("--metric", "best_val"),
     ),
 }
 

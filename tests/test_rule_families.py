@@ -273,6 +273,22 @@ def test_dfa_mlp_gradients_by_hand():
     torch.testing.assert_close(exact[5].weight.grad, model[5].weight.grad)
 
 
+def first_conv_by_hand(model, n, seed, y):
+    """A backward pass of the cross-entropy on n random 1x4x4 inputs, and the first layer's
+    (a 1 -> 2 channel 3x3 convolution, padding 1) input x, padded input and output, by hand."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 4, 4, generator=gen, dtype=torch.float64)
+    F.cross_entropy(model(x), y).backward()
+    w, b = model[0].weight.detach(), model[0].bias.detach()
+    xp = F.pad(x, (1, 1, 1, 1))
+    a = torch.zeros(n, 2, 4, 4, dtype=torch.float64)
+    for o in range(2):
+        for p in range(4):
+            for q in range(4):
+                a[:, o, p, q] = (xp[:, 0, p : p + 3, q : q + 3] * w[o, 0]).sum((1, 2)) + b[o]
+    return x, xp, a
+
+
 def test_dfa_cnn_gradients_by_hand():
     """conv3x3 (pad 1) -> ReLU -> max-pool 2 -> flatten -> Linear -> logits. The conv layer's
     error is e B_fc, reshaped to the pooled map, routed to each window's max, times relu'."""
@@ -281,19 +297,9 @@ def test_dfa_cnn_gradients_by_hand():
         nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)
     ).double()
     model = asymbp.convert(net, "dfa", seed=3)
-    n = 4
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(n, 1, 4, 4, generator=gen, dtype=torch.float64)
-    y = torch.tensor([0, 1, 2, 1])
-    F.cross_entropy(model(x), y).backward()
-
-    w, b = model[0].weight.detach(), model[0].bias.detach()
-    xp = F.pad(x, (1, 1, 1, 1))
-    a = torch.zeros(n, 2, 4, 4, dtype=torch.float64)
-    for o in range(2):
-        for p in range(4):
-            for q in range(4):
-                a[:, o, p, q] = (xp[:, 0, p : p + 3, q : q + 3] * w[o, 0]).sum((1, 2)) + b[o]
+    n, y = 4, torch.tensor([0, 1, 2, 1])
+    x, xp, a = first_conv_by_hand(model, n, seed=5, y=y)
+    w = model[0].weight.detach()
     h = a.clamp_min(0)
     pooled = torch.zeros(n, 2, 2, 2, dtype=torch.float64)
     argmax = {}
@@ -334,19 +340,9 @@ def test_dfa_biotorch_draw_conv_error_by_hand():
         nn.ReLU(), nn.Flatten(), nn.Linear(12, 4),
     ).double()  # fmt: skip
     model = asymbp.convert(net, "dfa", seed=5, draw="biotorch")
-    n = 3
-    gen = torch.Generator().manual_seed(6)
-    x = torch.randn(n, 1, 4, 4, generator=gen, dtype=torch.float64)
-    y = torch.tensor([0, 3, 1])
-    F.cross_entropy(model(x), y).backward()
-
-    w1, b1 = model[0].weight.detach(), model[0].bias.detach()
-    xp = F.pad(x, (1, 1, 1, 1))
-    a1 = torch.zeros(n, 2, 4, 4, dtype=torch.float64)
-    for o in range(2):
-        for i in range(4):
-            for j in range(4):
-                a1[:, o, i, j] = (xp[:, 0, i : i + 3, j : j + 3] * w1[o, 0]).sum((1, 2)) + b1[o]
+    n, y = 3, torch.tensor([0, 3, 1])
+    x, xp, a1 = first_conv_by_hand(model, n, seed=6, y=y)
+    w1 = model[0].weight.detach()
     h1 = a1.clamp_min(0)
     z = model[5](model[4](model[3](model[2](h1)))).detach()
     e = (z.softmax(1) - F.one_hot(y, 4)) / n
