@@ -76,7 +76,7 @@ def table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     seeds = measured.groupby(keys)["run"].count()
     out = pd.DataFrame(index=stats.index)
     for value in values:
-        digits = 2 if value != "loss rise" else 1
+        digits = 2
         out[value] = [
             f"{m:.{digits}f} ± {0 if pd.isna(s) else s:.{digits}f}"
             for m, s in zip(stats[(value, "mean")], stats[(value, "std")], strict=True)
