@@ -88,6 +88,11 @@ def table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     out = out.merge(rank.reset_index(), on="variant", how="left")
     out = out.sort_values(["rank", "variant", "feedback"], na_position="last")
     out["rank"] = [f"{r:.0f}" if pd.notna(r) else "-" for r in out["rank"]]
+    # a rate the variant does not use is left blank: lr without BM or for the plain output layer
+    bm = ~out["variant"].str.startswith("reference")
+    plain = ~bm | out["variant"].str.contains("plain SGD")
+    for key, used in (("optimizer.bm_lr", bm), ("optimizer.lr", plain)):
+        out[key] = [f"{v:g}" if u else "" for v, u in zip(out[key], used, strict=True)]
     return out[["rank", *keys, *values, "seeds"]]
 
 
