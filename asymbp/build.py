@@ -89,6 +89,10 @@ def validate(cfg: DictConfig) -> None:
         "divergence_loss", cfg.divergence_loss, "a number > 0",
     )  # fmt: skip
     _check(cfg.progress in ("auto", True, False), "progress", cfg.progress, "auto, true or false")
+    _check(
+        cfg.output_layer is None or (isinstance(cfg.output_layer, str) and cfg.output_layer),
+        "output_layer", cfg.output_layer, "null or a layer's name, e.g. fc or classifier.2",
+    )  # fmt: skip
     _check_exp_name(cfg.exp_name)
     feedback_rule(cfg)
     _check_optimizer(cfg)
@@ -202,7 +206,7 @@ def _check_optimizer(cfg: DictConfig) -> None:
         "optimizer.step_size", opt.step_size, "an integer >= 1",
     )  # fmt: skip
     _check(_is_number(opt.gamma) and opt.gamma > 0, "optimizer.gamma", opt.gamma, "a number > 0")
-    stand_in = torch.nn.Linear(1, 1)
+    stand_in = convert(torch.nn.Sequential(torch.nn.Linear(1, 1)), example_input=torch.zeros(1, 1))
     with _constructing(f"optimizer={opt.name}"):
         optimizer = _make_optimizer(cfg, stand_in)
     with _constructing(f"norm={cfg.norm.name}"):
@@ -260,9 +264,15 @@ def make_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) 
             **options,
         )
     # e.g. DFA on a residual model: a one-line config error
+    # The output layer (last_layer_bp, norm.scope=hidden) from a forward pass of two zero inputs.
     with _constructing(f"feedback={cfg.feedback.name} with model={cfg.model.name}"):
         return convert(
-            model, feedback_rule(cfg), last_layer_bp=cfg.feedback.last_layer_bp, seed=cfg.seed
+            model,
+            feedback_rule(cfg),
+            last_layer_bp=cfg.feedback.last_layer_bp,
+            seed=cfg.seed,
+            example_input=torch.zeros(2, *input_shape),
+            output_layer=cfg.output_layer,
         )
 
 

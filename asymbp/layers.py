@@ -329,17 +329,114 @@ def convertible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
+#: Attributes `convert` sets on a model: the output layer's name (None until it is known) and the
+#: convertible layers' names in the order the forward pass first calls them.
+OUTPUT_LAYER = "asymbp_output_layer"
+FORWARD_ORDER = "asymbp_forward_order"
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    """The tensors in a model's output (a tensor, or tuples, lists and dicts of them)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def trace_layers(model: nn.Module, example_input) -> tuple[list[str], list[str]]:
+    """(output layers, forward order) from one forward pass of `example_input` (a tensor or a
+    tuple of positional inputs): the convertible layers whose output reaches the model's output
+    without passing through another convertible layer, found by walking the autograd graph back
+    from the output, and every convertible layer in the order the pass first calls it. The pass
+    runs in eval mode (no BN statistics change) with exact gradients (no feedback is drawn), and
+    the model's modes are restored."""
+    names = {id(module): name for name, module in convertible_layers(model)}
+    produced: dict[torch.autograd.graph.Node, str] = {}
+    order: list[str] = []
+
+    def record(module, args, output):
+        name = names[id(module)]
+        if name not in order:
+            order.append(name)
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            produced[output.grad_fn] = name
+
+    modes = {module: module.training for module in model.modules()}
+    handles = [m.register_forward_hook(record) for _, m in convertible_layers(model)]
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    try:
+        model.eval()
+        with torch.enable_grad(), exact_backprop(model):
+            outputs = _tensors(model(*inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    found, seen = [], set()
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in produced:
+            if produced[node] not in found:
+                found.append(produced[node])
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return sorted(found, key=order.index), order
+
+
 def output_layer(model: nn.Module) -> tuple[str, nn.Module]:
-    """(name, module) of the model's output layer: the last of `convertible_layers` (the output
-    layer in all of asymbp's models). ValueError when the model has no such layer."""
-    layers = convertible_layers(model)
-    if not layers:
-        raise ValueError("the model has no Linear or Conv2d layer, so it has no output layer")
-    return layers[-1]
+    """(name, module) of the model's output layer, as `convert` found it from the forward pass
+    (or was told with `output_layer=`). ValueError (one line, naming the fix) when it is not known
+    yet or not unique."""
+    name = getattr(model, OUTPUT_LAYER, None)
+    if name is None:
+        raise ValueError(
+            "the model's output layer is not known (not traced yet, or its output comes from "
+            "several layers or none): convert it with asymbp.convert(model, rule, "
+            "example_input=x) or output_layer=NAME"
+        )
+    return name, model.get_submodule(name)
+
+
+def _output_layer_name(model: nn.Module, found: list[str], explicit: str | None) -> str:
+    """The one output layer: the explicit name (checked) or the only one found."""
+    layers = [name for name, _ in convertible_layers(model)]
+    if explicit is not None:
+        if explicit not in layers:
+            raise ValueError(
+                f"output_layer={explicit!r} is not a Linear/Conv2d layer of the model; its layers "
+                f"are {layers}"
+            )
+        return explicit
+    if len(found) == 1:
+        return found[0]
+    what = (
+        f"{len(found)} layers ({', '.join(found)})"
+        if found
+        else "no Linear/Conv2d layer (the output is not computed by one)"
+    )
+    raise ValueError(
+        f"the model's output comes from {what}: name the output layer with output_layer=NAME "
+        f"(one of {layers})"
+    )
 
 
 def asymmetric_layers(model: nn.Module) -> list[tuple[str, AsymmetricLayer]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, AsymmetricLayer)]
+    """(name, layer) of every asymmetric layer, in forward order once `convert` has seen a forward
+    pass (layers it never called last), else in `named_modules` order."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, AsymmetricLayer)]
+    order = getattr(model, FORWARD_ORDER, None)
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
+        layers.sort(key=lambda item: rank.get(item[0], len(rank)))
+    return layers
 
 
 def convert(
@@ -348,13 +445,20 @@ def convert(
     *,
     last_layer_bp: bool = False,
     seed: int | None = None,
+    example_input=None,
+    output_layer: str | None = None,
     **options,
 ) -> nn.Module:
     """Replace, in place, every nn.Linear and nn.Conv2d of `model` by its asymmetric twin.
 
     feedback: a rule name of `asymbp.feedback.RULES` (or a rule object); options go to the rule.
-    last_layer_bp: keep exact backpropagation in the last layer (the output layer in all of
-        asymbp's models), as Xiao et al. (2018) do. Off by default: the paper's choice is unknown.
+    last_layer_bp: keep exact backpropagation in the output layer, as Xiao et al. (2018) do. Off by
+        default: the paper's choice is unknown. The output layer is the one that produces the
+        model's output, found from a forward pass (`trace_layers`), not from registration order:
+        on `example_input` when given, else on the model's first input (before that batch's
+        layers run).
+    output_layer: the output layer's name, for models whose output several layers (or none)
+        produce: then a ValueError says so and asks for it.
     seed: seeds the layers' fixed random state; None draws it from torch's global generator.
     Normalization, pooling and activations are left alone. Returns `model`.
     """
@@ -372,18 +476,66 @@ def convert(
             "convert() replaces layers inside a model, not the model itself; wrap the layer, "
             "e.g. nn.Sequential(layer)"
         )
-    exact_name = output_layer(model)[0] if last_layer_bp and layers else None
+    setattr(model, OUTPUT_LAYER, None)
+    setattr(model, FORWARD_ORDER, None)
+    exact_name = None
+    if example_input is not None or output_layer is not None:
+        found, order = [], None
+        if example_input is not None:
+            found, order = trace_layers(model, example_input)
+        setattr(model, FORWARD_ORDER, order)
+        try:
+            exact_name = _output_layer_name(model, found, output_layer)
+        except ValueError:
+            if last_layer_bp or output_layer is not None:
+                raise  # only what asks for "the" output layer needs a single one
+        setattr(model, OUTPUT_LAYER, exact_name)
     for name, module in layers:
-        layer_rule = make_rule("bp") if name == exact_name else rule
+        layer_rule = make_rule("bp") if last_layer_bp and name == exact_name else rule
         twin = _twin(module, layer_rule, generator)
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, twin)
+    if example_input is None and output_layer is None:
+        # Found at the first forward, from its own input, before any layer computes.
+        model.register_forward_pre_hook(_FindAtFirstForward(last_layer_bp), with_kwargs=True)
     if rule.routes_global_error:
         global_error = GlobalError()
         model.register_forward_hook(global_error)
         for _, layer in asymmetric_layers(model):
             layer.global_error = global_error
     return model
+
+
+class _FindAtFirstForward:
+    """Forward pre-hook of a converted model whose output layer was not given: at the first
+    forward, trace the layers on that input, record the output layer and forward order and,
+    under last_layer_bp, give the output layer exact backprop (dropping the rule's state, as if
+    convert had made it a bp layer); a model with several output layers raises then."""
+
+    def __init__(self, last_layer_bp: bool) -> None:
+        self.last_layer_bp = last_layer_bp
+        self.tracing = False
+
+    def __call__(self, model, args, kwargs):
+        if self.tracing or getattr(model, FORWARD_ORDER, None) is not None or kwargs:
+            return None
+        self.tracing = True
+        try:
+            found, order = trace_layers(model, args)
+        finally:
+            self.tracing = False
+        setattr(model, FORWARD_ORDER, order)
+        if len(found) != 1 and not self.last_layer_bp:
+            return None
+        name = _output_layer_name(model, found, None)
+        setattr(model, OUTPUT_LAYER, name)
+        if self.last_layer_bp:
+            layer = model.get_submodule(name)
+            for state in layer._feedback_state_names:
+                delattr(layer, state)
+            layer._setup_feedback(make_rule("bp"), torch.Generator())
+            layer.global_error = None
+        return None
 
 
 def _check_chain(model: nn.Module, rule: FeedbackRule) -> None:

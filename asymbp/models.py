@@ -2,8 +2,8 @@
 
 Every model takes the same four contract arguments (in_channels, image_size, num_classes,
 batch_norm). With batch_norm=True a BatchNorm layer follows every conv/linear layer except the
-output layer; with False there is no normalization layer at all. The output layer is the last
-nn.Linear/nn.Conv2d in `named_modules()` order, which `convert(..., last_layer_bp=True)` relies on.
+output layer; with False there is no normalization layer at all. The output layer is the one that
+produces the logits (`convert` finds it from a forward pass).
 """
 
 from __future__ import annotations

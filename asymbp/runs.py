@@ -47,6 +47,9 @@ NON_IDENTITY_KEYS = (
     "logger",
     "plugins",
 )
+#: Keys added after runs were made, left out of the identity while they keep their default, so
+#: that finished runs keep their directories.
+OMITTED_AT_DEFAULT = {"output_layer": None}
 DONE = "DONE"
 FAILED = "FAILED"
 CONFIG = "config.yaml"
@@ -100,7 +103,8 @@ def result_metrics(history: list[dict], diverged: bool) -> dict:
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without the keys of NON_IDENTITY_KEYS, numbers in canonical form."""
+    """The resolved config without the keys of NON_IDENTITY_KEYS (nor those of OMITTED_AT_DEFAULT
+    at their default), numbers in canonical form."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("hydra", None)
     for dotted in NON_IDENTITY_KEYS:
@@ -110,6 +114,9 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(leaf, None)
+    for key, default in OMITTED_AT_DEFAULT.items():
+        if key in data and data[key] == default:
+            del data[key]
     return _canonical(data)
 
 

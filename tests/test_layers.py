@@ -285,9 +285,14 @@ def test_convert_counts_layers_and_keeps_outputs(rule):
 
 
 def test_convert_last_layer_bp_and_errors():
-    model = asymbp.convert(small_net(), "usf", last_layer_bp=True)
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    model = asymbp.convert(small_net(), "usf", last_layer_bp=True, example_input=x)
     rules = [layer.feedback_rule.name for _, layer in asymbp.asymmetric_layers(model)]
     assert rules == ["usf", "usf", "bp"]
+    # without an example input the output layer is found at the first forward, before it runs
+    lazy = asymbp.convert(small_net(), "usf", last_layer_bp=True)
+    lazy(x)
+    assert [layer.feedback_rule.name for _, layer in asymbp.asymmetric_layers(lazy)] == rules
     with pytest.raises(ValueError, match="bp.*brsf"):
         asymbp.convert(small_net(), "nope")
     with pytest.raises(ValueError, match="concordance"):

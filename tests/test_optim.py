@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import asymbp
 from asymbp import BatchManhattan
 
 
@@ -49,7 +50,8 @@ def test_momentum_and_weight_decay_act_on_the_sign():
     model = net()
     reference = copy.deepcopy(model)
     bm = BatchManhattan(
-        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-2)
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-2),
+        sign_of="gradient",
     )
     plain = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-2)
     for step in range(3):
@@ -79,7 +81,8 @@ def test_weights_scope_leaves_biases_and_norm_parameters_alone():
 def test_hidden_scope_gives_the_output_layer_the_plain_step_at_its_own_rate(sign_of):
     """Xiao et al. 2018's default: every parameter but the last layer's is signed; the last layer
     (weight and bias) takes plain SGD at its group's rate. One step from zero momentum."""
-    model = net()  # no BN: a bias before BN has a ~0 gradient whose update rounds to no move
+    # no BN: a bias before BN has a ~0 gradient whose update rounds to no move
+    model = asymbp.convert(net(), "bp", example_input=torch.zeros(2, 6))
     output = [model[3].weight, model[3].bias]
     hidden = [p for p in model.parameters() if all(p is not q for q in output)]
     sgd = torch.optim.SGD([{"params": hidden, "lr": 1e-3}, {"params": output, "lr": 0.5}], lr=1e-3)
@@ -104,7 +107,7 @@ def test_hidden_scope_through_the_config_puts_the_output_layer_at_optimizer_lr()
     cfg = compose_config(
         "norm=bn_bm", "norm.scope=hidden", "optimizer.lr=0.02", "optimizer.bm_lr=0.0003"
     )
-    model = net(batch_norm=True)
+    model = asymbp.convert(net(batch_norm=True), "bp", example_input=torch.zeros(2, 6))
     groups = make_optimizer(cfg, model).param_groups
     assert [g["lr"] for g in groups] == [0.0003, 0.02]
     assert groups[1]["params"] == [model[3].weight, model[3].bias]
