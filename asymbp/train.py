@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -327,24 +329,25 @@ def _train(
             epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_acc"],
             row["test_acc"], row["seconds"], " DIVERGED" if result.diverged else "",
         )  # fmt: skip
-        _write_history(run_dir, history)
-        logger.log_epoch(row)
-        if result.diverged:
-            diverged = True
-            break
-        runs.save_checkpoint(
-            run_dir / runs.CHECKPOINT,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "order": order.get_state(),
-                "rng": _rng_state(),
-                "history": history,
-                "wall_seconds": wall_seconds,
-                "execution": started,
-            },
-        )
+        with _ctrl_c_deferred():  # history.csv and the checkpoint always hold the same epochs
+            _write_history(run_dir, history)
+            logger.log_epoch(row)
+            if result.diverged:
+                diverged = True
+                break
+            runs.save_checkpoint(
+                run_dir / runs.CHECKPOINT,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "order": order.get_state(),
+                    "rng": _rng_state(),
+                    "history": history,
+                    "wall_seconds": wall_seconds,
+                    "execution": started,
+                },
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
@@ -354,6 +357,24 @@ def _train(
     log.info("done: test_acc=%.4f diverged=%s", metrics["test_acc"], diverged)
     print(f"test_acc={metrics['test_acc']:.4f} diverged={diverged} run_dir={run_dir}")
     return metrics
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Ctrl-C (SIGINT) pressed inside the block takes effect when it ends, so that an epoch's
+    files are written together or not at all. Outside the main thread: no change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    previous = signal.default_int_handler if previous is None else previous
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:

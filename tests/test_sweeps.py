@@ -59,7 +59,7 @@ def settings(job: list[str]) -> dict[str, str]:
         ("biotorch_fashion", (7 * 7 + 16 * 6) * 3),
         ("biotorch_mnist", (7 * 7 + 16 * 6) * 3),
         ("bm_study", (2 * 2 * 2 * 6 + 2 * 2) * 2),  # rules x sign_of x scope x bm_lr + bp refs
-        ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 2) * 3),  # BN at biotorch's lr; BN+BM x bm_lr
+        ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 6) * 3),  # BN at biotorch's lr; BN+BM x 6 bm_lr
     ],
 )
 def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):

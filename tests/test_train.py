@@ -115,7 +115,7 @@ def test_run_directory_is_a_function_of_the_config_identity(make_config):
     assert base == runs.run_directory(make_config(*SYNTHETIC))
     assert base == runs.run_directory(make_config(*SYNTHETIC, "device=cpu", "threads=2"))
     assert base != runs.run_directory(make_config(*SYNTHETIC, "seed=1"))
-    assert base != runs.run_directory(make_config(*SYNTHETIC, "optimizer.bm_lr=0.001"))
+    assert base != runs.run_directory(make_config(*SYNTHETIC, "optimizer.bm_lr=0.002"))
     assert base.name.startswith("synthetic_paper_cnn_usf_bn_bm_sgd_s0_")
     assert base.parent.name == "default"
 
