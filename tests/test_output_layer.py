@@ -179,3 +179,20 @@ def test_output_layer_key_is_validated_and_reaches_convert_and_batch_manhattan()
     model = make_model(cfg, (1, 8, 8), 10)
     name, layer = output_layer(model)
     assert [p for p in output_layer_parameters(model)] == [layer.weight, layer.bias]
+
+
+def test_dfa_keeps_its_real_output_layer_exact_and_metrics_follow_the_forward_order():
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    model = asymbp.convert(HeadFirst(), "dfa", last_layer_bp=True, seed=0, example_input=x)
+    assert rules(model) == {"body": "dfa", "head": "bp"}
+    F.cross_entropy(model(x), y).backward()
+    # the body's weight gradient under DFA with an exact head is backprop's here (one hidden
+    # layer: its error is e W_head either way), and the order of the metrics is the depth order
+    reference = copy.deepcopy(model)
+    reference.zero_grad()
+    with asymbp.exact_backprop(reference):
+        F.cross_entropy(reference(x), y).backward()
+    torch.testing.assert_close(model.body.weight.grad, reference.body.weight.grad)
+    local = asymbp.convert(HeadFirst(), "usf", example_input=x)
+    assert list(asymbp.metrics.weight_alignment(local)) == ["body", "head"]  # not registration

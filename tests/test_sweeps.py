@@ -59,6 +59,8 @@ def settings(job: list[str]) -> dict[str, str]:
         ("biotorch_fashion", (7 * 7 + 16 * 6) * 3),
         ("biotorch_mnist", (7 * 7 + 16 * 6) * 3),
         ("bm_study", (2 * 2 * 2 * 6 + 2 * 2) * 2),  # rules x sign_of x scope x bm_lr + bp refs
+        ("biotorch_fashion_cpu", 23 * 3),  # biotorch_fashion's conditions at the pilot's rates
+        ("biotorch_fashion_protocol", 6),  # six rules without BN/BM, one seed
         ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 6) * 3),  # BN at biotorch's lr; BN+BM x 6 bm_lr
     ],
 )
@@ -70,8 +72,10 @@ def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
     for job in expanded[:: max(1, len(expanded) // 40)]:
         cfg = compose_config(f"experiment={preset}", *job)
         validate(cfg)
-        # biotorch_fashion_cpu writes into biotorch_fashion's folder: its runs are that grid's
-        assert cfg.exp_name == {"biotorch_fashion_cpu": "biotorch_fashion"}.get(preset, preset)
+        # the cpu and protocol presets write into biotorch_fashion's folder: their runs are
+        # that grid's (the protocol's at 100 epochs are its own configs, as the full grid's)
+        shared = {"biotorch_fashion_cpu", "biotorch_fashion_protocol"}
+        assert cfg.exp_name == ("biotorch_fashion" if preset in shared else preset)
 
 
 def test_biotorch_presets_follow_their_protocol():
@@ -112,17 +116,25 @@ def test_biotorch_presets_follow_their_protocol():
 
 
 @pytest.mark.slow
-def test_cpu_preset_runs_are_the_full_presets_runs():
-    # biotorch_fashion_cpu only narrows bm_lr: each of its runs is one of biotorch_fashion's (the
-    # same run directory), so a later full-grid run reuses them, and the 5 it adds are bm_lr 5e-4.
-    def run_ids(preset):
-        jobs = expand(preset, "seed=0")
+def test_cpu_and_protocol_presets_runs_are_the_full_presets_runs():
+    # biotorch_fashion_cpu fixes each condition's rate: each of its runs is one of
+    # biotorch_fashion's (the same run directory), one per condition, so a later full-grid run
+    # reuses them; biotorch_fashion_protocol's are the full grid's runs of its six rules.
+    def run_ids(preset, *overrides):
+        jobs = expand(preset, "seed=0", *overrides)
         return {runs.run_id(compose_config(f"experiment={preset}", *job)) for job in jobs}
 
     cpu, full = run_ids("biotorch_fashion_cpu"), run_ids("biotorch_fashion")
-    assert len(cpu) == 21 and cpu < full and len(full - cpu) == 5
-    extra = [settings(job) for job in expand("biotorch_fashion", "seed=0")]
-    assert sum(job.get("optimizer.bm_lr") == "0.0005" for job in extra) == 5
+    assert len(cpu) == 23 and cpu < full
+    rates = ("optimizer.lr", "optimizer.bm_lr", "seed")
+
+    def conditions(preset):
+        jobs = [settings(job) for job in expand(preset, "seed=0")]
+        return {frozenset((k, v) for k, v in job.items() if k not in rates) for job in jobs}
+
+    assert conditions("biotorch_fashion_cpu") == conditions("biotorch_fashion")  # all 23
+    protocol = run_ids("biotorch_fashion_protocol")
+    assert len(protocol) == 6 and protocol < cpu
 
 
 def test_multistep_schedule_divides_at_the_milestones():
@@ -231,7 +243,7 @@ def test_reproduce_demo_profile_writes_the_report_with_every_row(tmp_path):
     assert len(runs) == 20 + 5  # rndf BN+BM is shared by both presets
 
 
-def test_fashion_full_profile_is_the_biotorch_grid_sized_for_two_hours():
+def test_fashion_full_profile_is_the_biotorch_grid_at_the_pilots_rates():
     spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts/reproduce_paper.py")
     script = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = script  # its dataclasses look their module up there
@@ -239,7 +251,7 @@ def test_fashion_full_profile_is_the_biotorch_grid_sized_for_two_hours():
     profile = script.PROFILES["fashion_full"]
     assert profile.presets == ("biotorch_fashion_cpu",) and profile.seeds == 3
     jobs = expand("biotorch_fashion_cpu", *profile.overrides, "seed=0,1,2")
-    assert len(jobs) == 63
+    assert len(jobs) == 69
     for job in jobs[:: len(jobs) // 6]:
         cfg = compose_config("experiment=biotorch_fashion_cpu", *profile.overrides, *job)
         validate(cfg)
