@@ -132,7 +132,8 @@ def test_figures_draw_only_the_selected_runs_with_short_labels():
     usf = finished[finished["feedback"] == "usf"]
     assert set(usf["optimizer.lr"]) == {0.01}  # the validation winner only (test says 0.1)
     assert set(finished.loc[finished["feedback"] == "bp", "optimizer.lr"]) == {0.1}
-    assert set(usf["series"]) == {"usf, scale=1.0", "usf, scale=init_std"}
+    # a feedback option is named by its value where it is not the rule's default (scale 1.0)
+    assert set(usf["series"]) == {"usf", "usf, init_std"}
     assert set(finished.loc[finished["feedback"] == "brsf", "series"]) == {"brsf"}
     everything, _ = figure_runs(runs, "final")
     assert set(everything.loc[everything["feedback"] == "usf", "optimizer.lr"]) == {0.01, 0.1}

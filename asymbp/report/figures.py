@@ -9,6 +9,7 @@ Figures use matplotlib's object API (no pyplot, no display needed).
 
 from __future__ import annotations
 
+import functools
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -22,7 +23,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from omegaconf import OmegaConf
 
+from asymbp.config import CONFIG_DIR
 from asymbp.report.labels import (
     CONCORDANCE,
     METRIC_TEXT,
@@ -147,10 +150,37 @@ def figure_runs(
 
 
 def _extra_label(record: dict, keys: Sequence[str]) -> str:
-    """'magnitude=uniform, scale=1' for the keys that have a value in this run (a key such as
-    feedback.magnitude is empty for rules without it), group prefixes dropped for brevity."""
-    parts = [(key.split(".")[-1], value_label(key, record[key])) for key in keys]
-    return ", ".join(f"{name}={text}" for name, text in parts if text)
+    """What tells this run's condition from its rule's others, briefly: a feedback option's value
+    where it is not the rule's default (`half_normal`, `init_bound`; nothing for the defaults),
+    any other key as `name=value` ('lr=0.01'), group prefixes dropped."""
+    defaults = _rule_defaults(str(record["feedback"]))
+    parts = []
+    for key in keys:
+        text = value_label(key, record[key])
+        group, _, name = key.rpartition(".")
+        if not text:
+            continue
+        if group == "feedback":
+            if name not in defaults or not _same_value(defaults[name], record[key]):
+                parts.append(text)
+        else:
+            parts.append(f"{name}={text}")
+    return ", ".join(parts)
+
+
+def _same_value(a, b) -> bool:
+    """Equal as numbers when both are (1.0 and '1' alike), else as text."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+@functools.cache
+def _rule_defaults(rule: str) -> dict:
+    """conf/feedback/<rule>.yaml's option values ({} for a rule without a shipped config)."""
+    path = CONFIG_DIR / "feedback" / f"{rule}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
 
 
 def _mean_std(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
