@@ -54,12 +54,12 @@ def settings(job: list[str]) -> dict[str, str]:
         ("paper_table", 5 * 4 * 3),
         ("paper_concordance", (5 + 1) * 3),
         ("paper_magnitude", (2 + 4) * 3),
-        # (7 conditions without BN/BM x 7 rates, 16 with BN+BM (6 rules, 5 claim-1 variants,
-        # 5 concordances) x 6 bm_lr) x seeds
-        ("biotorch_fashion", (7 * 7 + 16 * 6) * 3),
-        ("biotorch_mnist", (7 * 7 + 16 * 6) * 3),
+        # (6 conditions without BN/BM x 7 rates, DFA's x 9, 16 with BN+BM (6 rules, 5 claim-1
+        # variants, 5 concordances) x 6 bm_lr) x seeds
+        ("biotorch_fashion", (6 * 7 + 9 + 16 * 6) * 3),
+        ("biotorch_mnist", (6 * 7 + 9 + 16 * 6) * 3),  # biotorch_fashion's grid
         ("bm_study", (2 * 2 * 2 * 6 + 2 * 2) * 2),  # rules x sign_of x scope x bm_lr + bp refs
-        ("biotorch_fashion_cpu", 23 * 3),  # biotorch_fashion's conditions at the pilot's rates
+        ("biotorch_fashion_cpu", 26 * 3),  # its 23 conditions at the pilot's rates, 3 at two
         ("biotorch_fashion_protocol", 6),  # six rules without BN/BM, one seed
         ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 6) * 3),  # BN at biotorch's lr; BN+BM x 6 bm_lr
     ],
@@ -96,10 +96,12 @@ def test_biotorch_presets_follow_their_protocol():
     assert {scale for rule, scale in scales if rule == "usf"} == {"init_std", "1.0"}
     assert {job.get("feedback.draw") for job in jobs if job["feedback"] == "dfa"} == {"biotorch"}
     # every condition's rate over three decades, bm_lr over more than two
-    rates = {float(job["optimizer.lr"]) for job in without}
-    assert min(rates) == 1e-4 and max(rates) == 0.1 and len(rates) == 7
-    for rule in ("bp", "usf", "brsf", "frsf", "rndf", "dfa"):
+    rates = {0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1}
+    for rule in ("bp", "usf", "brsf", "frsf", "rndf"):
         assert {float(j["optimizer.lr"]) for j in without if j["feedback"] == rule} == rates
+    # DFA's goes two steps lower (the pilot chose 1e-4, the old grid's edge)
+    dfa = {float(j["optimizer.lr"]) for j in without if j["feedback"] == "dfa"}
+    assert dfa == rates | {0.00001, 0.00003}
     stabilized = [job for job in jobs if job["norm"] == "bn_bm"]
     bm_rates = {float(job["optimizer.bm_lr"]) for job in stabilized}
     assert min(bm_rates) == 1e-5 and max(bm_rates) == 3e-3
@@ -125,7 +127,7 @@ def test_cpu_and_protocol_presets_runs_are_the_full_presets_runs():
         return {runs.run_id(compose_config(f"experiment={preset}", *job)) for job in jobs}
 
     cpu, full = run_ids("biotorch_fashion_cpu"), run_ids("biotorch_fashion")
-    assert len(cpu) == 23 and cpu < full
+    assert len(cpu) == 26 and cpu < full
     rates = ("optimizer.lr", "optimizer.bm_lr", "seed")
 
     def conditions(preset):
@@ -251,7 +253,7 @@ def test_fashion_full_profile_is_the_biotorch_grid_at_the_pilots_rates():
     profile = script.PROFILES["fashion_full"]
     assert profile.presets == ("biotorch_fashion_cpu",) and profile.seeds == 3
     jobs = expand("biotorch_fashion_cpu", *profile.overrides, "seed=0,1,2")
-    assert len(jobs) == 69
+    assert len(jobs) == 78
     for job in jobs[:: len(jobs) // 6]:
         cfg = compose_config("experiment=biotorch_fashion_cpu", *profile.overrides, *job)
         validate(cfg)
