@@ -16,17 +16,19 @@ Profiles (times measured on 2 CPU cores; see README):
   full  the paper's 15 datasets plus Fashion-MNIST and digits at 60 epochs, all presets, 3 seeds:
         meant for a GPU or a SLURM cluster (--launcher submitit_slurm).
   fashion_pilot  experiment=biotorch_fashion (every rule's lr over 1e-4..1e-1, bm_lr over
-        1e-5..3e-3, biotorch's draws, BN+BM, the arms of claims 1 and 2; 147 jobs, 145 when the pilot ran) at one seed on a
-        stratified 12,000-image subset for 12 epochs (lr / 10 at 6 and 9), reported at the
-        best-validation epoch with --select: the rates each condition chooses on validation,
-        which biotorch_fashion_cpu then fixes. Its report is kept in docs/results/fashion_pilot.
+        1e-5..3e-3, biotorch's draws, BN+BM, the arms of claims 1 and 2; 147 jobs, 145 when
+        the pilot ran: DFA's 1e-5 and 3e-5 came after) at one seed on a stratified 12,000-image
+        subset for 12 epochs (lr / 10 at 6 and 9), reported at the best-validation epoch with
+        --select: the rates each condition chooses on validation, which biotorch_fashion_cpu
+        then fixes. Its report is kept in docs/results/fashion_pilot.
   fashion_full  biotorch's protocol on the full Fashion-MNIST (54,000 train, 6,000 validation,
         10,000 test) with experiment=biotorch_fashion_cpu: the 23 conditions of biotorch_fashion
         at the rates fashion_pilot chose (brSF, FA and DFA also one step lower), 3 seeds, 24
-        epochs, lr / 10 at epochs 12 and 18 (biotorch: 100, at 50 and 75). On a GPU: experiment=biotorch_fashion with its 100 epochs.
+        epochs, lr / 10 at epochs 12 and 18 (biotorch: 100, at 50 and 75). On a GPU:
+        experiment=biotorch_fashion with its 100 epochs.
   fashion_protocol  biotorch's full protocol (100 epochs, lr / 10 at 50 and 75) for bp, FA, uSF,
-        brSF, frSF and DFA without BN/BM, one seed each at the pilot's rates (about 17 minutes a
-        run on one core), reported at the best-validation epoch and, like for like with
+        brSF, frSF and DFA without BN/BM, one seed each at the rates fashion_full chose (about
+        17 minutes a run on one core), reported at the best-validation epoch and, like for like with
         biotorch, at the best test epoch (anchors at --metric best_test).
 """
 
