@@ -1,6 +1,6 @@
 """asymbp: asymmetric backpropagation after Liao, Leibo & Poggio (AAAI 2016)."""
 
-from asymbp.feedback import RULES, FeedbackRule, make_rule
+from asymbp.feedback import RULES, FeedbackRule, make_rule, register_rule
 from asymbp.layers import (
     AsymmetricConv2d,
     AsymmetricLinear,
@@ -24,6 +24,7 @@ __all__ = [
     "error_alignment",
     "exact_backprop",
     "make_rule",
+    "register_rule",
     "update_feedback_after_steps",
     "weight_alignment",
 ]

@@ -5,39 +5,34 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import inspect
 import os
 from pathlib import PurePosixPath
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from asymbp.config import CONFIG_DIR, GROUPS
+from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
 from asymbp.data import DATASETS
-from asymbp.feedback import FeedbackRule, make_rule
+from asymbp.feedback import RULES, FeedbackRule
 from asymbp.layers import convert, update_feedback_after_steps
-from asymbp.models import MODELS, build_model
-from asymbp.optim import BatchManhattan, output_layer_parameters
+from asymbp.loggers import LOGGERS
+from asymbp.models import CONTRACT, MODELS, build_model
+from asymbp.optim import (
+    OPTIMIZER_KEYS,
+    OPTIMIZERS,
+    SCHEDULES,
+    BatchManhattan,
+    output_layer_parameters,
+)
+from asymbp.registry import options_of
 from asymbp.runs import NAME_MAX
 
-SCHEDULES = ("none", "step", "cosine", "multistep")
 #: feedback keys that configure the conversion, not the rule object.
 RULE_KEYS = ("name", "last_layer_bp")
 #: The keys of a norm config (read by make_model and make_optimizer).
 NORM_KEYS = ("name", "batch_norm", "batch_manhattan", "scope", "sign_of")
-#: optimizer.name -> the torch optimizer and the config keys passed to it besides the rate.
-OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], tuple[str, ...]]] = {
-    "sgd": (torch.optim.SGD, ("momentum", "nesterov", "weight_decay")),
-    "adam": (torch.optim.Adam, ("betas", "weight_decay")),
-}
-#: Keys of every optimizer config: its name, the two rates and the schedule.
-RATE_KEYS = ("name", "lr", "bm_lr", "schedule", "step_size", "gamma", "milestones")
 #: Seeds go to torch.manual_seed and torch.Generator.manual_seed (64-bit).
 SEED_RANGE = (0, 2**63 - 1)
-
-
-class ConfigError(ValueError):
-    """A config value out of its range; the message names the key and the allowed values."""
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
@@ -54,6 +49,8 @@ def _constructing(what: str):
     """A ValueError/TypeError raised while building `what` from the config is a ConfigError."""
     try:
         yield
+    except ConfigError:
+        raise  # already names its key
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{what}: {error}") from None
 
@@ -95,8 +92,9 @@ def validate(cfg: DictConfig) -> None:
     )  # fmt: skip
     _check_exp_name(cfg.exp_name)
     feedback_rule(cfg)
+    LOGGERS.get_or_fail(cfg.logger.name)
     _check_optimizer(cfg)
-    _check_options("model", cfg.model, MODELS, ("in_channels", "image_size", "num_classes"))
+    _check_options("model", cfg.model, MODELS, CONTRACT)
     _check_options("dataset", cfg.dataset, DATASETS, ())
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device='cuda' but no CUDA device is available: use device=auto or cpu")
@@ -160,31 +158,18 @@ def _check_exp_name(name) -> None:
 
 
 def feedback_rule(cfg: DictConfig) -> FeedbackRule:
-    """The rule object the feedback config describes (its ValueError as a ConfigError)."""
-    options = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.feedback, resolve=True).items()
-        if k not in RULE_KEYS
-    }
-    with _constructing(f"feedback={cfg.feedback.name}"):
-        return make_rule(cfg.feedback.name, **options)
+    """The rule object the feedback config describes (feedback.RULES builds it)."""
+    return RULES.build_from(cfg.feedback, skip=RULE_KEYS)
 
 
 def _optimizer_choice(cfg: DictConfig) -> tuple[type[torch.optim.Optimizer], dict]:
     """The torch optimizer class of optimizer.name and its keyword arguments (without lr)."""
-    opt = cfg.optimizer
-    if opt.name not in OPTIMIZERS:
-        raise ConfigError(
-            f"optimizer.name={opt.name!r} is out of range: one of {tuple(OPTIMIZERS)}"
-        )
-    cls, keys = OPTIMIZERS[opt.name]
-    for key in opt:
-        if key not in RATE_KEYS and key not in keys:
-            raise _unknown_key(cfg, f"optimizer.{key}", f"optimizer {opt.name}")
-    kwargs = OmegaConf.to_container(opt, resolve=True)
-    return cls, {
-        key: tuple(v) if isinstance(v, list) else v for key, v in kwargs.items() if key in keys
+    kwargs = {
+        key: tuple(v) if isinstance(v, list) else v  # betas: [0.9, 0.999] in YAML
+        for key, v in options_of(cfg.optimizer, skip=OPTIMIZER_KEYS).items()
     }
+    OPTIMIZERS.check(cfg.optimizer.name, kwargs, provided=("lr",), positional=1)
+    return OPTIMIZERS[cfg.optimizer.name], kwargs
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
@@ -195,7 +180,7 @@ def _check_optimizer(cfg: DictConfig) -> None:
     if "momentum" in opt:  # torch accepts momentum >= 1, which never forgets a gradient
         ok = _is_number(opt.momentum) and 0 <= opt.momentum < 1
         _check(ok, "optimizer.momentum", opt.momentum, "a number in [0, 1)")
-    _check(opt.schedule in SCHEDULES, "optimizer.schedule", opt.schedule, f"one of {SCHEDULES}")
+    SCHEDULES.get_or_fail(opt.schedule)
     if opt.schedule == "multistep":
         milestones = opt.get("milestones")
         ok = bool(milestones) and all(isinstance(m, int) and m > 0 for m in milestones)
@@ -216,16 +201,9 @@ def _check_optimizer(cfg: DictConfig) -> None:
             )
 
 
-def _check_options(group: str, node: DictConfig, registry: dict, provided: tuple[str, ...]) -> None:
+def _check_options(group: str, node: DictConfig, registry, provided: tuple[str, ...]) -> None:
     """The group's options bound to the signature of the function registered under its name."""
-    if node.name not in registry:
-        raise ConfigError(f"{group}.name={node.name!r} is out of range: one of {sorted(registry)}")
-    options = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "name"}
-    options.update({key: None for key in provided})
-    if group == "model":
-        options["batch_norm"] = False
-    with _constructing(f"{group}={node.name}"):
-        inspect.signature(registry[node.name]).bind(**options)
+    registry.check(node.name, options_of(node), provided=provided)
 
 
 def select_device(name: str) -> torch.device:
@@ -304,15 +282,5 @@ def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def make_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
-    schedule = cfg.optimizer.schedule
-    if schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=cfg.optimizer.step_size, gamma=cfg.optimizer.gamma
-        )
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if schedule == "multistep":  # times gamma at each epoch of optimizer.milestones (biotorch's)
-        return torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(cfg.optimizer.milestones), gamma=cfg.optimizer.gamma
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    """optimizer.schedule's LR scheduler (optim.SCHEDULES), stepped once per epoch."""
+    return SCHEDULES.get_or_fail(cfg.optimizer.schedule)(optimizer, cfg.epochs, cfg.optimizer)

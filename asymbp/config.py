@@ -1,4 +1,4 @@
-"""Where the shipped configs live and the names of their groups (one home for both)."""
+"""Where the shipped configs live, the names of their groups, and the error a bad value raises."""
 
 from __future__ import annotations
 
@@ -19,3 +19,7 @@ PAPER_DATASETS = (
     "mnist", "cifar10", "cifar100", "svhn", "stl10", "caltech101", "caltech256", "icubworld",
     "flowers17", "flowers102", "pubfig83", "sufrw", "lfw", "scene67", "timit",
 )  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A config value out of its range; the message names the key and the allowed values."""

@@ -38,6 +38,8 @@ from typing import ClassVar
 
 import torch
 
+from asymbp.registry import Registry
+
 MAGNITUDES = ("uniform", "half_normal")
 #: Scales named after the layer's Xavier initialization (sigma = sqrt(2 / (fan_in + fan_out))):
 #: init_std multiplies V by sigma (biotorch's uSF: sigma * sign(W)); init_bound by Xavier-uniform's
@@ -108,6 +110,22 @@ class FeedbackRule:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+#: Every rule by name, in the order of tables and figures: backprop, the paper's sign-concordant
+#: rules and random feedback, then the rules that learn V (kp, wm) and direct feedback alignment;
+#: a plugin's rules follow.
+RULES: Registry[type[FeedbackRule]] = Registry("feedback")
+
+
+def register_rule(rule: type[FeedbackRule]) -> type[FeedbackRule]:
+    """Class decorator: make a FeedbackRule subclass (a frozen dataclass whose fields are its
+    options) the choice `feedback=<rule.name>`; plugins use it for their own rules."""
+    if not (isinstance(rule, type) and issubclass(rule, FeedbackRule)):
+        raise TypeError(f"register_rule takes a FeedbackRule subclass, got {rule!r}")
+    if not isinstance(getattr(rule, "name", None), str):
+        raise TypeError(f"{rule.__qualname__} needs a class attribute name: ClassVar[str]")
+    return RULES.register(rule.name, rule)
+
+
 @dataclass(frozen=True)
 class ScaledRule(FeedbackRule):
     """A rule whose V is multiplied by `scale`: 1.0 keeps the paper's magnitudes; 'init_std' is
@@ -151,6 +169,7 @@ class RandomMagnitudeRule(ScaledRule):
             )
 
 
+@register_rule
 @dataclass(frozen=True)
 class BP(FeedbackRule):
     """Backpropagation, the control: V = W."""
@@ -162,6 +181,7 @@ class BP(FeedbackRule):
         return weight.detach()
 
 
+@register_rule
 @dataclass(frozen=True)
 class USF(ScaledRule):
     """Uniform sign-concordant feedback: V = sign(W) (times `scale`)."""
@@ -172,6 +192,7 @@ class USF(ScaledRule):
         return self._scaled(torch.sign(weight.detach()), weight)
 
 
+@register_rule
 @dataclass(frozen=True)
 class BRSF(RandomMagnitudeRule):
     """Batchwise random-magnitude sign-concordant feedback: V = M * sign(W), M new every batch."""
@@ -185,6 +206,7 @@ class BRSF(RandomMagnitudeRule):
         return self._scaled(m.mul_(torch.sign(w)), weight)
 
 
+@register_rule
 @dataclass(frozen=True)
 class FRSF(RandomMagnitudeRule):
     """Fixed random-magnitude sign-concordant feedback: V = M * sign(W), M drawn once."""
@@ -199,6 +221,7 @@ class FRSF(RandomMagnitudeRule):
         return self._scaled(v, weight)
 
 
+@register_rule
 @dataclass(frozen=True)
 class RNDF(RandomMagnitudeRule):
     """Random feedback (Lillicrap et al.'s feedback alignment): fixed V = M * R, R = +-1."""
@@ -214,6 +237,7 @@ class RNDF(RandomMagnitudeRule):
         return self._scaled(state["feedback_matrix"].clone(), weight)
 
 
+@register_rule
 @dataclass(frozen=True)
 class SC(RandomMagnitudeRule):
     """Partial sign concordance: V = M * sign(W) * S with S = +-1 fixed and exactly
@@ -256,6 +280,7 @@ def _random_like_init(weight: torch.Tensor, generator: torch.Generator) -> torch
     return torch.rand(weight.shape, generator=generator).mul_(2 * bound).sub_(bound)
 
 
+@register_rule
 @dataclass(frozen=True)
 class KP(FeedbackRule):
     """Kolen-Pollack (Kolen & Pollack 1994; Akrout et al. 2019): V starts at its own random value
@@ -272,6 +297,7 @@ class KP(FeedbackRule):
         return state["backward_weight"]
 
 
+@register_rule
 @dataclass(frozen=True)
 class WM(FeedbackRule):
     """Weight mirror (Akrout et al. 2019): after every `every`-th optimizer step, `steps` times,
@@ -342,6 +368,7 @@ class WM(FeedbackRule):
 DFA_DRAWS = ("fan_in", "biotorch")
 
 
+@register_rule
 @dataclass(frozen=True)
 class DFA(FeedbackRule):
     """Direct feedback alignment (Nokland 2016): every layer sends e B to its input, e being the
@@ -391,27 +418,10 @@ class DFA(FeedbackRule):
         return b.mul_(2 * bound).sub_(bound)
 
 
-#: Every rule by name, in the order of tables and figures: backprop, the paper's sign-concordant
-#: rules and random feedback, then the rules that learn V (kp, wm) and direct feedback alignment.
-RULES: dict[str, type[FeedbackRule]] = {
-    rule.name: rule for rule in (BP, USF, BRSF, FRSF, RNDF, SC, KP, WM, DFA)
-}
-
-
 def make_rule(name: str, **options) -> FeedbackRule:
     """The rule called `name` with its options; ValueError naming the allowed values otherwise."""
     if isinstance(name, FeedbackRule):
         if options:
             raise ValueError("pass options either in the rule object or as keywords, not both")
         return name
-    if name not in RULES:
-        raise ValueError(f"unknown feedback rule {name!r}; choose one of {sorted(RULES)}")
-    rule = RULES[name]
-    allowed = {f.name for f in fields(rule)}
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(
-            f"feedback rule {name!r} has no option(s) {sorted(unknown)}; its options are "
-            f"{sorted(allowed)}"
-        )
-    return rule(**options)
+    return RULES.build(name, **options)

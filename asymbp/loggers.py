@@ -31,11 +31,14 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from asymbp import runs
-from asymbp.build import ConfigError
+from asymbp.config import ConfigError
+from asymbp.registry import Registry
 
 #: Metrics the TensorBoard hparams dashboard shows beside each run's hyperparameters.
 HPARAM_METRICS = ("test_acc", "val_acc", "train_acc", "train_loss")
 MLFLOW_BATCH = 100  # the most params (and, with room to spare, metrics) one MLflow log_batch takes
+#: logger.name -> a class built as cls(cfg, run_dir), with log_epoch(row) and close(status).
+LOGGERS: Registry[type] = Registry("logger")
 
 
 def _require(logger: str, *modules: str) -> None:
@@ -62,6 +65,7 @@ def _scalars(row: dict) -> dict[str, float]:
     return {key: float(value) for key, value in row.items() if key != "epoch"}
 
 
+@LOGGERS.register("none")
 class NoLogger:
     """`logger=none`: the run directory alone is the record."""
 
@@ -75,6 +79,7 @@ class NoLogger:
         pass
 
 
+@LOGGERS.register("tensorboard")
 class TensorBoardLogger:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         _require("tensorboard", "tensorboard")
@@ -107,6 +112,7 @@ class TensorBoardLogger:
             self.writer.close()
 
 
+@LOGGERS.register("mlflow")
 class MLflowLogger:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         options = cfg.logger
@@ -197,16 +203,10 @@ def mlflow_key(column: str) -> str:
     return re.sub(r"[^\w\-./ :]", "_", column)
 
 
-LOGGERS = {"none": NoLogger, "tensorboard": TensorBoardLogger, "mlflow": MLflowLogger}
-
-
 @contextlib.contextmanager
 def open_logger(cfg: DictConfig, run_dir: Path) -> Iterator[NoLogger]:
     """The `logger` group's logger for one run; closed FINISHED, or FAILED / KILLED on an error."""
-    name = cfg.logger.name
-    if name not in LOGGERS:
-        raise ConfigError(f"logger={name!r} is out of range: one of {tuple(LOGGERS)}")
-    logger = LOGGERS[name](cfg, run_dir)
+    logger = LOGGERS.get_or_fail(cfg.logger.name)(cfg, run_dir)
     try:
         yield logger
     except KeyboardInterrupt:

@@ -8,53 +8,38 @@ produces the logits (`convert` finds it from a forward pass).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 
 import torch
 import torchvision
 from torch import nn
 
+from asymbp.registry import Registry
+
 ModelBuilder = Callable[..., nn.Module]
 
 #: name -> builder(*, in_channels, image_size, num_classes, batch_norm, **options).
-MODELS: dict[str, ModelBuilder] = {}
+MODELS: Registry[ModelBuilder] = Registry("model")
+#: The keywords every builder takes, supplied from the dataset and the norm, not the model config.
+CONTRACT = ("in_channels", "image_size", "num_classes", "batch_norm")
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator adding a builder to MODELS under `name`."""
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        MODELS[name] = builder
-        return builder
-
-    return decorator
+    """Decorator: make a builder the choice `model=<name>`."""
+    return MODELS.register(name)
 
 
 def build_model(
     name: str, *, in_channels: int, image_size: int, num_classes: int, batch_norm: bool, **options
 ) -> nn.Module:
     """Build the model registered as `name`; `options` are its own keywords (e.g. hidden)."""
-    try:
-        builder = MODELS[name]
-    except KeyError:
-        known = ", ".join(sorted(MODELS))
-        raise ValueError(f"unknown model {name!r}; known models: {known}") from None
+    MODELS.check(name, options, provided=CONTRACT)
     for arg, value in (("in_channels", in_channels), ("image_size", image_size)):
         if int(value) < 1:
             raise ValueError(f"{name}: {arg} must be >= 1, got {value}")
     if int(num_classes) < 2:
         raise ValueError(f"{name}: num_classes must be >= 2, got {num_classes}")
-    signature = inspect.signature(builder)
-    contract = {"in_channels", "image_size", "num_classes", "batch_norm"}
-    unknown = set(options) - set(signature.parameters)
-    if unknown:
-        accepted = sorted(set(signature.parameters) - contract)
-        raise TypeError(
-            f"model {name!r} got unknown options {sorted(unknown)}; its options are: "
-            f"{', '.join(accepted) or 'none'}"
-        )
-    return builder(
+    return MODELS[name](
         in_channels=int(in_channels),
         image_size=int(image_size),
         num_classes=int(num_classes),

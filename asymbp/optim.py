@@ -1,4 +1,5 @@
-"""Batch Manhattan: any torch optimizer stepping on the sign of the mini-batch gradient."""
+"""The `optimizer` group's optimizers and schedules by name, and Batch Manhattan: any torch
+optimizer stepping on the sign of the mini-batch gradient (or of its own update)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,47 @@ from torch import nn
 from torch.optim import Optimizer
 
 from asymbp.layers import output_layer
+from asymbp.registry import Registry
+
+#: optimizer.name -> the torch optimizer; the config's other keys besides OPTIMIZER_KEYS are its
+#: keyword arguments (momentum, weight_decay, betas, ...), checked against its signature.
+OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer", key="optimizer.name")
+OPTIMIZERS.register("sgd", torch.optim.SGD)
+OPTIMIZERS.register("adam", torch.optim.Adam)
+#: Keys of every optimizer config that are not the torch optimizer's: its name, the rate under
+#: Batch Manhattan and the schedule's (lr is passed, per parameter group).
+OPTIMIZER_KEYS = ("name", "lr", "bm_lr", "schedule", "step_size", "gamma", "milestones")
+
+#: optimizer.schedule -> schedule(optimizer, epochs, optimizer config) -> an LR scheduler stepped
+#: once per epoch.
+SCHEDULES: Registry[Callable] = Registry("schedule", key="optimizer.schedule")
+
+
+@SCHEDULES.register("none")
+def constant_schedule(optimizer: Optimizer, epochs: int, opt) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@SCHEDULES.register("step")
+def step_schedule(optimizer: Optimizer, epochs: int, opt) -> torch.optim.lr_scheduler.StepLR:
+    """Times gamma every step_size epochs."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=opt.step_size, gamma=opt.gamma)
+
+
+@SCHEDULES.register("cosine")
+def cosine_schedule(optimizer: Optimizer, epochs: int, opt) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine from the rate to 0 over the run's epochs."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+
+@SCHEDULES.register("multistep")
+def multistep_schedule(
+    optimizer: Optimizer, epochs: int, opt
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Times gamma at each epoch of milestones (biotorch's schedule)."""
+    milestones = list(opt.milestones)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=opt.gamma)
+
 
 SCOPES = ("all", "weights", "hidden")
 SIGN_OF = ("gradient", "update")

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
-from asymbp.build import ConfigError
+from asymbp.config import ConfigError
 
 ENTRY_POINT_GROUP = "asymbp.plugins"
 

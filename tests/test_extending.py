@@ -16,10 +16,12 @@ import pytest
 import torch
 from conftest import CONFIG_DIR, REPO
 
-from asymbp import plugins
-from asymbp.build import ConfigError
+from asymbp import convert, plugins
+from asymbp.config import ConfigError
+from asymbp.data import DATASETS
 from asymbp.engine import Normalizer
 from asymbp.feedback import RULES
+from asymbp.models import MODELS
 
 EXAMPLE = REPO / "examples" / "extending"
 
@@ -87,7 +89,9 @@ def test_the_readme_commands_run_the_example_with_every_rule_and_stabilization(t
     assert set(runs["dataset"]) == {"wine"} and set(runs["model"]) == {"funnel"}
     assert set(runs["status"]) <= {"done", "diverged"}
     norms = sorted(p.stem for p in (CONFIG_DIR / "norm").glob("*.yaml"))
-    expected = {(rule, "bn_bm") for rule in RULES} | {("usf", norm) for norm in norms}
+    # every shipped rule and the plugin's own (registered in the runs, not in this process)
+    rules = (*RULES, "meansign")
+    expected = {(rule, "bn_bm") for rule in rules} | {("usf", norm) for norm in norms}
     assert set(zip(runs["feedback"], runs["norm"], strict=True)) == expected
     done = runs[runs["status"] == "done"].set_index(["feedback", "norm"])
     assert done.loc[("bp", "bn_bm"), "test_acc"] > 0.85
@@ -97,6 +101,7 @@ def test_the_readme_commands_run_the_example_with_every_rule_and_stabilization(t
     table = (outputs / "wine_rules" / "report" / "table_paper.md").read_text()
     assert "wine" in table.splitlines()[0]
     assert table in result.stdout  # the aggregation prints the table
+    assert [row for row in table.splitlines() if row.startswith("| meansign")]
 
 
 def test_an_installed_package_registers_through_its_entry_point(tmp_path):
@@ -117,6 +122,32 @@ def test_an_installed_package_registers_through_its_entry_point(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_a_plugin_rule_back_propagates_through_its_own_v(monkeypatch):
+    """The example's rule, registered from outside asymbp, drives convert's layers: the input
+    gradient is grad_out V with V = sign(W) x mean |W|, computed here by hand."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    for module in ("mylab", "mylab.datasets", "mylab.models", "mylab.rules"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    from mylab.rules import MeanSign  # the package registers its dataset and model too
+
+    try:
+        assert RULES["meansign"] is MeanSign
+        layer = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([[0.5, -1.0, 0.25], [-0.25, 2.0, -0.5]]))
+        model = convert(torch.nn.Sequential(layer), "meansign", example_input=torch.zeros(1, 3))
+        x = torch.randn(4, 3, requires_grad=True)
+        grad_out = torch.randn(4, 2)
+        model(x).backward(grad_out)
+        v = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0]]) * (4.5 / 6)  # mean |W| = 0.75
+        torch.testing.assert_close(x.grad, grad_out @ v)
+        torch.testing.assert_close(layer.weight.grad, grad_out.T @ x.detach())  # W's own
+    finally:
+        RULES.unregister("meansign")
+        MODELS.unregister("funnel")
+        DATASETS.unregister("wine")
 
 
 def test_a_missing_plugin_is_a_one_line_error_naming_the_fix():

@@ -174,7 +174,8 @@ def test_global_seed_drives_state_when_no_seed_given():
 @pytest.mark.parametrize(
     "name, options, match",
     [
-        ("nope", {}, r"unknown feedback rule 'nope'; choose one of \['bp', 'brsf'"),
+        ("nope", {}, r"feedback='nope' is unknown: choose one of bp, usf, brsf"),
+        ("usff", {}, r"feedback='usff' is unknown: did you mean usf\?"),
         ("sc", {"concordance": 1.5}, r"concordance must be a fraction in \[0, 1\]"),
         ("sc", {"concordance": -0.1}, r"concordance must be a fraction in \[0, 1\]"),
         ("usf", {"scale": -1.0}, r"scale must be .* one of \('init_std', 'init_bound'\)"),
@@ -184,7 +185,7 @@ def test_global_seed_drives_state_when_no_seed_given():
             {"magnitude": "gaussian"},
             r"magnitude must be one of \('uniform', 'half_normal'\)",
         ),
-        ("bp", {"scale": 2.0}, r"has no option\(s\) \['scale'\]; its options are \[\]"),
+        ("bp", {"scale": 2.0}, r"^feedback=bp has no option scale: its options are none$"),
     ],
 )
 def test_bad_rules_and_options_raise_value_error(name, options, match):

@@ -165,11 +165,11 @@ def test_lenet5_xavier_init_is_biotorchs():
 @pytest.mark.parametrize(
     ("name", "options", "error", "match"),
     [
-        ("nope", {}, ValueError, r"unknown model 'nope'; known models: .*paper_cnn"),
+        ("nope", {}, ValueError, r"model='nope' is unknown: .*paper_cnn"),
         ("lenet5", {"image_size": 64}, ValueError, "lenet5 takes 28x28 or 32x32 images, got 64x64"),
         ("paper_cnn", {"image_size": 0}, ValueError, "image_size must be >= 1"),
         ("mlp", {"num_classes": 1}, ValueError, "num_classes must be >= 2"),
-        ("mlp", {"depth": 3}, TypeError, r"unknown options \['depth'\]; its options are: hidden"),
+        ("mlp", {"depth": 3}, ValueError, r"model=mlp has no option depth: its options are hidden"),
         ("lenet5", {"activation": "gelu"}, ValueError, "activation must be one of"),
         ("lenet5", {"init": "he"}, ValueError, "init must be one of"),
         ("mlp", {"hidden": [4, 0]}, ValueError, "hidden widths must be >= 1"),

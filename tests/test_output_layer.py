@@ -15,7 +15,8 @@ from torch import nn
 
 import asymbp
 from asymbp import runs
-from asymbp.build import ConfigError, make_model, validate
+from asymbp.build import make_model, validate
+from asymbp.config import ConfigError
 from asymbp.layers import output_layer, trace_layers
 from asymbp.optim import output_layer_parameters
 

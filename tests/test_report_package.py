@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from asymbp import runs
+from asymbp.registry import Registry
 from asymbp.report.figures import FIGURES, Drawing, figure_table, register_figure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_a_registered_figure_is_drawn_and_listed(tmp_path, monkeypatch):
     from asymbp.report.figures import write_figures
     from asymbp.report.read import collect
 
-    monkeypatch.setattr("asymbp.report.figures.FIGURES", {})
+    monkeypatch.setattr("asymbp.report.figures.FIGURES", Registry("figure"))
 
     @register_figure("fig_count", "runs per dataset")
     def count_figure(d: Drawing) -> Figure:

@@ -10,7 +10,8 @@ from conftest import compose_config
 from torch import nn
 
 import asymbp
-from asymbp.build import ConfigError, make_model, make_optimizer
+from asymbp.build import make_model, make_optimizer
+from asymbp.config import ConfigError
 from asymbp.layers import update_feedback, update_feedback_after_steps
 from asymbp.metrics import angle_degrees
 from asymbp.models import build_model

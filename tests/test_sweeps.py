@@ -22,7 +22,8 @@ from omegaconf import OmegaConf
 from test_safety import ctrl_c_after_the_first_checkpoint, lock_held_elsewhere
 
 from asymbp import runs
-from asymbp.build import ConfigError, make_scheduler, validate
+from asymbp.build import make_scheduler, validate
+from asymbp.config import ConfigError
 from asymbp.report.cli import main as aggregate
 from asymbp.train import run
 

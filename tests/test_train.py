@@ -14,8 +14,8 @@ from dataset_copies import COPIES
 from omegaconf import OmegaConf
 
 from asymbp import runs
-from asymbp.build import ConfigError, make_model, make_optimizer, make_scheduler, validate
-from asymbp.config import GROUPS
+from asymbp.build import make_model, make_optimizer, make_scheduler, validate
+from asymbp.config import GROUPS, ConfigError
 from asymbp.data.formats.idx import write_idx
 from asymbp.optim import BatchManhattan
 from asymbp.train import Splits, run
@@ -205,7 +205,7 @@ def test_huge_learning_rate_without_bn_or_bm_diverges(make_config):
         ("optimizer.lr=-1", "optimizer.lr=-1 is out of range: a number > 0"),
         ("feedback.scale=-2", "feedback=usf: feedback scale must be a number >= 0"),
         ("val_fraction=1.5", "val_fraction=1.5 is out of range: a fraction in [0, 1)"),
-        ("optimizer.schedule=linear", "optimizer.schedule='linear' is out of range"),
+        ("optimizer.schedule=linear", "optimizer.schedule='linear' is unknown: choose one of none"),
     ],
 )
 def test_values_out_of_range_raise_config_error_naming_the_key(make_config, override, message):

@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 
 from asymbp.config import CONFIG_DIR
+from asymbp.registry import Registry
 from asymbp.report.labels import (
     CONCORDANCE,
     METRIC_TEXT,
@@ -66,7 +67,7 @@ class FigureEntry:
 
 
 #: Every figure, in the order they are drawn and listed: name -> entry.
-FIGURES: dict[str, FigureEntry] = {}
+FIGURES: Registry[FigureEntry] = Registry("figure")
 
 
 def register_figure(name: str, description: str):
@@ -75,7 +76,7 @@ def register_figure(name: str, description: str):
     def register(draw: Callable[[Drawing], Figure | None]):
         if name in FIGURES:
             raise ValueError(f"figure {name!r} is registered twice")
-        FIGURES[name] = FigureEntry(name, description, draw)
+        FIGURES.register(name, FigureEntry(name, description, draw))
         return draw
 
     return register
