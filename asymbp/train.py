@@ -20,6 +20,7 @@ from pathlib import Path
 import hydra
 import pandas as pd
 import torch
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from asymbp import jobs, loggers, plugins, runs
@@ -35,6 +36,7 @@ from asymbp.build import (
 from asymbp.config import CONFIG_DIR, GROUPS
 from asymbp.data import DatasetError, channel_stats, load_dataset, stratified_split
 from asymbp.engine import Normalizer, evaluate, train_epoch
+from asymbp.feedback import RULES
 from asymbp.files import remove_stale_temps
 from asymbp.metrics import backward_alignment, weight_alignment
 
@@ -51,6 +53,18 @@ def _made_dir(path: str) -> str:
 
 
 OmegaConf.register_new_resolver("asymbp.mkdir", _made_dir, replace=True)
+
+
+def _register_searches() -> None:
+    """hparams_search=<rule> for every rule: conf/hparams_search/_search.yaml (the one search
+    config) with that rule chosen, stored in Hydra's ConfigStore under the rule's name."""
+    store = ConfigStore.instance()
+    for rule in RULES:
+        node = {"defaults": ["_search", {"override /feedback": rule}, "_self_"]}
+        store.store(group="hparams_search", name=rule, node=node, package="_global_")
+
+
+_register_searches()
 
 
 class Splits:
