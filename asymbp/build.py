@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
 from asymbp.data import DATASETS
 from asymbp.feedback import RULES, FeedbackRule
-from asymbp.layers import convert, update_feedback_after_steps
+from asymbp.layers import convert
 from asymbp.loggers import LOGGERS
 from asymbp.models import CONTRACT, MODELS, build_model
 from asymbp.optim import (
@@ -272,12 +272,13 @@ def _make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opti
 
 
 def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """optimizer.name's torch optimizer, wrapped in BatchManhattan when the norm asks for it."""
+    """optimizer.name's torch optimizer, wrapped in BatchManhattan when the norm asks for it.
+    (A rule that learns V between steps, weight mirror, needs asymbp.layers.
+    update_feedback_after_steps(model, optimizer) too: the training loop attaches it.)"""
     optimizer = _make_optimizer(cfg, model)
     norm = cfg.norm
     if norm.batch_manhattan:
         optimizer = BatchManhattan(optimizer, scope=norm.scope, sign_of=norm.sign_of, model=model)
-    update_feedback_after_steps(model, optimizer)  # weight mirror: V learns between steps
     return optimizer
 
 

@@ -19,7 +19,6 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from asymbp.feedback import FeedbackRule, make_rule
-from asymbp.models import RESIDUAL_BLOCKS
 
 #: Added to convert's seed for the feedback state's generator (any constant != 0 does).
 FEEDBACK_SEED_OFFSET = 0x5EED_FEED
@@ -538,10 +537,23 @@ class _FindAtFirstForward:
         return None
 
 
+#: torchvision's blocks with a shortcut around layers (module, class names: matched by name, so
+#: the layer core imports no model zoo); a module of one's own says it with the class attribute
+#: `asymbp_residual = True` (asymbp.models.BasicBlock does).
+TORCHVISION_RESIDUAL = ("torchvision.models.resnet", ("BasicBlock", "Bottleneck"))
+
+
+def _is_residual(module: nn.Module) -> bool:
+    if getattr(module, "asymbp_residual", False):
+        return True
+    cls = type(module)
+    return cls.__module__ == TORCHVISION_RESIDUAL[0] and cls.__name__ in TORCHVISION_RESIDUAL[1]
+
+
 def _check_chain(model: nn.Module, rule: FeedbackRule) -> None:
     """A global-error rule needs every layer's output to reach the logits through the next layer
     only: residual blocks, whose shortcut bypasses layers, cannot take it."""
-    residual = [type(m).__name__ for m in model.modules() if isinstance(m, RESIDUAL_BLOCKS)]
+    residual = [type(m).__name__ for m in model.modules() if _is_residual(m)]
     if residual:
         raise ValueError(
             f"feedback={rule.name} needs a chain of layers, but the model has residual blocks "

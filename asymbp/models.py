@@ -173,6 +173,9 @@ class BasicBlock(nn.Module):
     The shortcut is the identity, or a 1x1 convolution (+ BN) where the shape changes
     ("option B" projection shortcuts)."""
 
+    #: a shortcut around layers: global-error rules (DFA) cannot run through it (asymbp.layers)
+    asymbp_residual = True
+
     def __init__(self, in_planes: int, planes: int, stride: int, batch_norm: bool) -> None:
         super().__init__()
         norm = _norm2d(batch_norm)
@@ -227,14 +230,6 @@ class CifarResNet(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return self.fc(torch.flatten(self.pool(out), 1))
-
-
-#: Blocks with a shortcut around layers: global-error rules (DFA) cannot run through them.
-RESIDUAL_BLOCKS: tuple[type[nn.Module], ...] = (
-    BasicBlock,
-    torchvision.models.resnet.BasicBlock,
-    torchvision.models.resnet.Bottleneck,
-)
 
 
 @register_model("resnet20")

@@ -38,6 +38,7 @@ from asymbp.data import DatasetError, channel_stats, load_dataset, stratified_sp
 from asymbp.engine import Normalizer, evaluate, train_epoch
 from asymbp.feedback import RULES
 from asymbp.files import remove_stale_temps
+from asymbp.layers import update_feedback_after_steps
 from asymbp.metrics import backward_alignment, weight_alignment
 
 log = logging.getLogger("asymbp")
@@ -190,6 +191,7 @@ def _fresh_state(cfg: DictConfig, splits: Splits, device: torch.device):
     torch.manual_seed(cfg.seed)
     model = make_model(cfg, splits.input_shape, splits.num_classes).to(device)
     optimizer = make_optimizer(cfg, model)
+    update_feedback_after_steps(model, optimizer)  # weight mirror: V learns between steps
     scheduler = make_scheduler(cfg, optimizer)
     return model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed)
 

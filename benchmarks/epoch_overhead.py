@@ -31,6 +31,7 @@ from hydra import compose, initialize_config_dir
 
 from asymbp.build import make_model, make_optimizer
 from asymbp.engine import train_epoch
+from asymbp.layers import update_feedback_after_steps
 from asymbp.models import build_model
 from asymbp.train import CONFIG_DIR, Splits, run
 
@@ -115,6 +116,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = make_model(cfg, splits.input_shape, splits.num_classes).to(device)
         optimizer, generator = make_optimizer(cfg, model), torch.Generator().manual_seed(0)
+        update_feedback_after_steps(model, optimizer)  # as run() does (weight mirror learns V)
         variants[f"asymbp train_epoch ({rule})"] = functools.partial(
             train_epoch, model, optimizer, train_x, train_y, splits.normalize, 64, generator, 100.0
         )

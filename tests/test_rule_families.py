@@ -421,6 +421,7 @@ def test_new_rules_train_under_every_stabilization(rule, norm, last_layer_bp):
     torch.manual_seed(0)
     model = make_model(cfg, (1, 8, 8), 4)
     optimizer = make_optimizer(cfg, model)
+    update_feedback_after_steps(model, optimizer)  # as the training loop does (weight mirror)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, 1, 8, 8, generator=gen)
     y = (x.flatten(1) @ torch.randn(64, 4, generator=gen)).argmax(1)  # learnable labels
