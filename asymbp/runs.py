@@ -18,6 +18,7 @@ import math
 import os
 import subprocess
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,69 @@ def load_checkpoint(path: Path, device: torch.device) -> dict | None:
     except Exception as error:
         warnings.warn(f"unreadable checkpoint {path} ({error}); starting over", stacklevel=2)
         return None
+
+
+@dataclass
+class RunState:
+    """What a run carries from epoch to epoch, and what its checkpoint holds: the model, the
+    optimizer, the scheduler, the data order, the history so far, the wall time spent and how
+    the run started (`execution`: device, threads, versions)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    order: torch.Generator
+    history: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    execution: dict = field(default_factory=dict)
+
+    def checkpoint(self) -> dict:
+        """The checkpoint of the state after its last epoch (with the global RNG state)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "order": self.order.get_state(),
+            "rng": rng_state(),
+            "history": self.history,
+            "wall_seconds": self.wall_seconds,
+            "execution": self.execution,
+        }
+
+    def restore(self, checkpoint: dict) -> None:
+        """Load a checkpoint into this state (RuntimeError, ValueError, KeyError or TypeError
+        when it does not fit this model)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.order.set_state(checkpoint["order"])
+        set_rng_state(checkpoint["rng"])
+        self.history, self.wall_seconds = checkpoint["history"], checkpoint["wall_seconds"]
+        self.execution = checkpoint.get("execution", {})
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.random.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def execution(deterministic: bool, device: torch.device) -> dict:
+    """What a checkpoint records of how and by what code the run was computed."""
+    return {
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "deterministic": bool(deterministic),
+        "torch_version": str(torch.__version__),
+        **code_version(),
+    }
 
 
 def clear(run_dir: Path) -> None:

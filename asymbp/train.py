@@ -1,6 +1,9 @@
 """asymbp-train: one training run (or a Hydra `-m` sweep of them).
 
 `run(cfg, out_dir)` does the work and is what tests call; `main` is the thin @hydra.main wrapper.
+`run` reads top to bottom: check the config, find the run directory, load the data (data.Splits),
+build the run's state (runs.RunState), lock the directory, resume from its checkpoint, train the
+remaining epochs, record metrics.json and DONE.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from asymbp.build import (
     validate,
 )
 from asymbp.config import CONFIG_DIR, GROUPS
-from asymbp.data import DatasetError, channel_stats, load_dataset, stratified_split
-from asymbp.engine import Normalizer, evaluate, train_epoch
+from asymbp.data import DatasetError, Splits
+from asymbp.engine import evaluate, train_epoch
 from asymbp.feedback import RULES
 from asymbp.files import remove_stale_temps
 from asymbp.layers import update_feedback_after_steps
@@ -66,38 +69,6 @@ def _register_searches() -> None:
 
 
 _register_searches()
-
-
-class Splits:
-    """Train / validation / test tensors on the device, and their normalizer."""
-
-    def __init__(self, cfg: DictConfig, device: torch.device):
-        options = {
-            k: v
-            for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
-            if k != "name"
-        }
-        data = load_dataset(cfg.dataset.name, **options)
-        self.num_classes = data.num_classes
-        self.input_shape = data.input_shape
-        images, labels = data.train_images, data.train_labels
-        if cfg.val_fraction > 0:
-            keep, held = stratified_split(labels, cfg.val_fraction, cfg.val_seed)
-        else:
-            keep, held = torch.arange(labels.numel()), torch.arange(0)
-        if cfg.train_subset is not None and cfg.train_subset < keep.numel():
-            fraction = cfg.train_subset / keep.numel()
-            keep = keep[stratified_split(labels[keep], fraction, cfg.val_seed)[1]]
-        mean, std = channel_stats(images[keep])  # statistics of the training split only
-        self.normalize = Normalizer(mean, std, len(self.input_shape), device)
-        self.train = (images[keep].to(device), labels[keep].to(device))
-        self.val = (images[held].to(device), labels[held].to(device))
-        self.test = (data.test_images.to(device), data.test_labels.to(device))
-        self.description = (
-            f"{data.name}: {keep.numel()} train, {held.numel()} validation, "
-            f"{data.test_labels.numel()} test samples of shape {self.input_shape}, "
-            f"{self.num_classes} classes"
-        )
 
 
 class _RunLog(logging.FileHandler):
@@ -131,19 +102,6 @@ def _logging_to(run_dir: Path):
         for handler in handlers:
             log.removeHandler(handler)
             handler.close()
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.random.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.random.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _alignment_columns(model, batch) -> dict[str, float]:
@@ -186,14 +144,19 @@ def _skipped(run_dir: Path, metrics: dict) -> dict:
     return metrics
 
 
-def _fresh_state(cfg: DictConfig, splits: Splits, device: torch.device):
+def _fresh_state(cfg: DictConfig, splits: Splits, device: torch.device) -> runs.RunState:
     """Model, optimizer, scheduler and data order of a run's start, seeded by cfg.seed."""
     torch.manual_seed(cfg.seed)
     model = make_model(cfg, splits.input_shape, splits.num_classes).to(device)
     optimizer = make_optimizer(cfg, model)
     update_feedback_after_steps(model, optimizer)  # weight mirror: V learns between steps
     scheduler = make_scheduler(cfg, optimizer)
-    return model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed)
+    order = torch.Generator().manual_seed(cfg.seed)
+    return runs.RunState(model, optimizer, scheduler, order, execution=_execution(cfg, device))
+
+
+def _execution(cfg: DictConfig, device: torch.device) -> dict:
+    return runs.execution(cfg.deterministic, device)
 
 
 def _check_inputs(model: torch.nn.Module, splits: Splits, cfg: DictConfig) -> None:
@@ -236,7 +199,7 @@ def run(
     device = select_device(cfg.device)
     splits = Splits(cfg, device)
     state = _fresh_state(cfg, splits, device)
-    _check_inputs(state[0], splits, cfg)
+    _check_inputs(state.model, splits, cfg)
     with runs.RunLock(run_dir):
         # Another process may have finished it while this one was loading the data.
         if not cfg.force and (metrics := runs.finished_metrics(run_dir)) is not None:
@@ -251,37 +214,22 @@ def run(
             if stale:
                 log.info("removed stale temporary files: %s", ", ".join(p.name for p in stale))
             state = _resume(cfg, run_dir, splits, device, state)
-            return _train(cfg, run_dir, splits, *state, device, on_epoch_end, logger)
+            diverged = _train(cfg, run_dir, splits, state, on_epoch_end, logger)
+            return _record(cfg, run_dir, state, diverged, device)
 
 
-def _execution(cfg: DictConfig, device: torch.device) -> dict:
-    """What a checkpoint records of how and by what code the run was computed."""
-    return {
-        "device": device.type,
-        "threads": torch.get_num_threads(),
-        "deterministic": bool(cfg.deterministic),
-        "torch_version": str(torch.__version__),
-        **runs.code_version(),
-    }
-
-
-def _resume(cfg, run_dir, splits, device, state):
-    """(model, optimizer, scheduler, order, history, wall_seconds, started): the checkpoint's, or
-    a fresh start when there is none or it does not fit this model (a warning says why).
+def _resume(cfg, run_dir, splits, device, state: runs.RunState) -> runs.RunState:
+    """The state from the run's checkpoint, or `state` (a fresh start) when there is none; a
+    fresh start again when the checkpoint does not fit this model (a warning says why).
 
     A resumed run keeps the thread count it started with (it changes the last bits of the
     results) and warns when it resumes on another device, torch or asymbp version."""
-    now = _execution(cfg, device)
+    now = state.execution
     checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT, device)
     if checkpoint is None:
-        return (*state, [], 0.0, now)
-    model, optimizer, scheduler, order = state
+        return state
     try:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        order.set_state(checkpoint["order"])
-        _set_rng_state(checkpoint["rng"])
+        state.restore(checkpoint)
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
         reason = str(error).splitlines()[0]
         warnings.warn(
@@ -290,8 +238,8 @@ def _resume(cfg, run_dir, splits, device, state):
             stacklevel=2,
         )
         log.info("checkpoint does not fit (%s): starting over", reason)
-        return (*_fresh_state(cfg, splits, device), [], 0.0, now)
-    started = checkpoint.get("execution", {})
+        return _fresh_state(cfg, splits, device)
+    started = state.execution
     if started.get("threads") and started["threads"] != now["threads"]:
         log.info("resuming with the %d threads the run started with", started["threads"])
         torch.set_num_threads(started["threads"])
@@ -303,30 +251,29 @@ def _resume(cfg, run_dir, splits, device, state):
         text = ", ".join(f"{key} {a} -> {b}" for key, (a, b) in differs.items())
         warnings.warn(f"{run_dir} resumes across versions or settings: {text}", stacklevel=2)
         log.info("resuming across versions or settings: %s", text)
-    history, wall_seconds = checkpoint["history"], checkpoint["wall_seconds"]
-    log.info("resuming %s after epoch %d", run_dir, len(history))
-    return model, optimizer, scheduler, order, history, wall_seconds, started or now
+    state.execution = started or now
+    log.info("resuming %s after epoch %d", run_dir, len(state.history))
+    return state
 
 
-def _train(
-    cfg, run_dir, splits, model, optimizer, scheduler, order, history, wall_seconds, started,
-    device, on_epoch_end, logger,
-) -> dict:  # fmt: skip
+def _train(cfg, run_dir, splits, state: runs.RunState, on_epoch_end, logger) -> bool:
+    """The epochs after the state's history, each saved (history.csv, the logger, the
+    checkpoint) before the next; True when the run diverged."""
     log.info("%s", splits.description)
     n_align = min(cfg.alignment_batch, splits.train[1].numel())
     align_batch = (splits.normalize(splits.train[0][:n_align]), splits.train[1][:n_align])
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     eval_args = (splits.normalize, cfg.eval_batch_size)
+    model, optimizer = state.model, state.optimizer
 
-    diverged = False
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
+    for epoch in range(len(state.history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         result = train_epoch(
-            model, optimizer, *splits.train, splits.normalize, cfg.batch_size, order,
+            model, optimizer, *splits.train, splits.normalize, cfg.batch_size, state.order,
             cfg.divergence_loss, progress=progress, description=f"epoch {epoch}/{cfg.epochs}",
         )  # fmt: skip
-        scheduler.step()
+        state.scheduler.step()
         row = {
             "epoch": epoch,
             "train_loss": result.loss,
@@ -338,36 +285,27 @@ def _train(
         if cfg.alignment and not result.diverged:
             row.update(_alignment_columns(model, align_batch))
         row["seconds"] = time.perf_counter() - start
-        wall_seconds += row["seconds"]
-        history.append(row)
+        state.wall_seconds += row["seconds"]
+        state.history.append(row)
         log.info(
             "epoch %d/%d loss %.4f train %.4f val %.4f test %.4f (%.1fs)%s",
             epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_acc"],
             row["test_acc"], row["seconds"], " DIVERGED" if result.diverged else "",
         )  # fmt: skip
         with _ctrl_c_deferred():  # history.csv and the checkpoint always hold the same epochs
-            _write_history(run_dir, history)
+            _write_history(run_dir, state.history)
             logger.log_epoch(row)
             if result.diverged:
-                diverged = True
-                break
-            runs.save_checkpoint(
-                run_dir / runs.CHECKPOINT,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "order": order.get_state(),
-                    "rng": _rng_state(),
-                    "history": history,
-                    "wall_seconds": wall_seconds,
-                    "execution": started,
-                },
-            )
+                return True
+            runs.save_checkpoint(run_dir / runs.CHECKPOINT, state.checkpoint())
         if on_epoch_end is not None:
             on_epoch_end(epoch)
+    return False
 
-    metrics = _final_metrics(cfg, history, diverged, wall_seconds, device)
+
+def _record(cfg, run_dir, state: runs.RunState, diverged: bool, device) -> dict:
+    """metrics.json, then DONE: the run is finished."""
+    metrics = _final_metrics(cfg, state.history, diverged, state.wall_seconds, device)
     runs.write_json(run_dir / runs.METRICS, {k: _json_safe(v) for k, v in metrics.items()})
     runs.write_text(run_dir / runs.DONE, "")
     log.info("done: test_acc=%.4f diverged=%s", metrics["test_acc"], diverged)

@@ -30,10 +30,12 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from asymbp.build import make_model, make_optimizer
+from asymbp.config import CONFIG_DIR
+from asymbp.data import Splits
 from asymbp.engine import train_epoch
 from asymbp.layers import update_feedback_after_steps
 from asymbp.models import build_model
-from asymbp.train import CONFIG_DIR, Splits, run
+from asymbp.train import run
 
 
 def config(args, feedback: str, output_root: str):

@@ -33,7 +33,8 @@ from tabulate import tabulate
 from asymbp import runs
 from asymbp.build import make_model
 from asymbp.config import CONFIG_DIR
-from asymbp.train import Splits, run
+from asymbp.data import Splits
+from asymbp.train import run
 
 VARIANTS = {
     "sign of update, bm_lr 1e-3": [

@@ -16,9 +16,10 @@ from omegaconf import OmegaConf
 from asymbp import runs
 from asymbp.build import make_model, make_optimizer, make_scheduler, validate
 from asymbp.config import GROUPS, ConfigError
+from asymbp.data import Splits
 from asymbp.data.formats.idx import write_idx
 from asymbp.optim import BatchManhattan
-from asymbp.train import Splits, run
+from asymbp.train import run
 
 SYNTHETIC = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128"]
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "seconds"]

@@ -14,12 +14,13 @@ from asymbp.data.base import DatasetError, Expect, InMemoryDataset, channel_stat
 from asymbp.data.datasets.fashion_mnist import DEBIAN_FASHION_MNIST
 from asymbp.data.layout import DatasetWarning
 from asymbp.data.registry import DATASETS, load_dataset, register_dataset
-from asymbp.data.splits import stratified_split
+from asymbp.data.splits import Splits, stratified_split
 
 __all__ = [
     "DATASETS",
     "DEBIAN_FASHION_MNIST",
     "PAPER_DATASETS",
+    "Splits",
     "DatasetError",
     "DatasetWarning",
     "Expect",

@@ -1,12 +1,17 @@
 """The split helpers: a stratified held-out fraction (validation sets, test sets of datasets
 without an official split), per-class counts, the seeded SplitRule of a dataset config, and
-class selection (face sets)."""
+class selection (face sets); and Splits, a run's train / validation / test tensors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from omegaconf import DictConfig, OmegaConf
+
+from asymbp.data.base import channel_stats
+from asymbp.data.registry import load_dataset
+from asymbp.engine import Normalizer
 
 
 def stratified_split(
@@ -119,3 +124,35 @@ def keep_classes(
     renumber[kept] = torch.arange(kept.numel())
     index = torch.nonzero(renumber[labels] >= 0).reshape(-1)
     return index, renumber[labels[index]], [classes[i] for i in kept.tolist()]
+
+
+class Splits:
+    """Train / validation / test tensors on the device, and their normalizer."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        options = {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
+            if k != "name"
+        }
+        data = load_dataset(cfg.dataset.name, **options)
+        self.num_classes = data.num_classes
+        self.input_shape = data.input_shape
+        images, labels = data.train_images, data.train_labels
+        if cfg.val_fraction > 0:
+            keep, held = stratified_split(labels, cfg.val_fraction, cfg.val_seed)
+        else:
+            keep, held = torch.arange(labels.numel()), torch.arange(0)
+        if cfg.train_subset is not None and cfg.train_subset < keep.numel():
+            fraction = cfg.train_subset / keep.numel()
+            keep = keep[stratified_split(labels[keep], fraction, cfg.val_seed)[1]]
+        mean, std = channel_stats(images[keep])  # statistics of the training split only
+        self.normalize = Normalizer(mean, std, len(self.input_shape), device)
+        self.train = (images[keep].to(device), labels[keep].to(device))
+        self.val = (images[held].to(device), labels[held].to(device))
+        self.test = (data.test_images.to(device), data.test_labels.to(device))
+        self.description = (
+            f"{data.name}: {keep.numel()} train, {held.numel()} validation, "
+            f"{data.test_labels.numel()} test samples of shape {self.input_shape}, "
+            f"{self.num_classes} classes"
+        )
