@@ -77,7 +77,7 @@ class FeedbackRule:
     updates_between_steps: ClassVar[bool] = False
     #: True when each layer receives the output error through a fixed matrix (dfa).
     routes_global_error: ClassVar[bool] = False
-    #: The options that change what is computed, named in the run directory (contract 7).
+    #: The options that change what is computed, named in the run directory (runs.run_id).
     name_options: ClassVar[tuple[str, ...]] = ()
 
     def make_state(

@@ -242,7 +242,8 @@ def resnet20(*, in_channels: int, image_size: int, num_classes: int, batch_norm:
 
 @register_model("resnet56")
 def resnet56(*, in_channels: int, image_size: int, num_classes: int, batch_norm: bool) -> nn.Module:
-    """ResNet-56: the CIFAR-10 network of biotorch's benchmark (PAPER.md)."""
+    """ResNet-56: the CIFAR-10 network of biotorch's benchmark (jsalbert/biotorch
+    Benchmarks.md)."""
     return CifarResNet(
         in_channels=in_channels, num_classes=num_classes, batch_norm=batch_norm, depth=56
     )

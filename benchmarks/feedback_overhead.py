@@ -6,7 +6,7 @@ fc-128, fc-10, ReLU), SGD with momentum. A step is forward + backward + optimize
 optimizer also steps V, for wm the step includes its mirror update (default options: one mirror
 step of 128 noise samples per training step), which is also timed alone. Variants are interleaved
 within every repeat so that drifts of the machine hit all of them alike; the figure is the median
-over repeats, each repeat timing `--steps` consecutive steps. Targets (issue 11): kp <= 1.10x and
+over repeats, each repeat timing `--steps` consecutive steps. Targets: kp <= 1.10x and
 dfa <= 1.05x plain PyTorch; wm's mirror cost is stated as a fraction of a plain training step.
 
     python benchmarks/feedback_overhead.py [--repeats 15] [--steps 5] [--batch 128]

@@ -39,7 +39,7 @@ MATCHED = {
 #: anchors.csv `metric` -> how the published value becomes a test error in percent.
 PUBLISHED_ERROR = {"test_error": lambda value: value, "test_accuracy": lambda value: 100 - value}
 #: Default tolerance of a verdict, in percentage points of test error (--tolerance).
-TOLERANCE = 0.5
+ANCHOR_TOLERANCE = 0.5
 WITHIN, BETTER, WORSE, NOT_RUN, NO_RUN_FINISHED = (
     "within tolerance", "better", "worse", "not run", "no finished run",
 )  # fmt: skip
@@ -112,7 +112,7 @@ def _condition_labels(summary: pd.DataFrame) -> list[str]:
 def compare(
     summary: pd.DataFrame,
     anchors: pd.DataFrame,
-    tolerance: float = TOLERANCE,
+    tolerance: float = ANCHOR_TOLERANCE,
     metric: str = "final",
 ) -> pd.DataFrame:
     """One row per (anchor, matching condition) in anchor order, then condition order; an
@@ -154,7 +154,9 @@ def compare(
 
 
 def compare_all(
-    summaries: Mapping[str, pd.DataFrame], anchors: pd.DataFrame, tolerance: float = TOLERANCE
+    summaries: Mapping[str, pd.DataFrame],
+    anchors: pd.DataFrame,
+    tolerance: float = ANCHOR_TOLERANCE,
 ) -> pd.DataFrame:
     """`compare` for each --metric choice -> its summary, stacked."""
     parts = [compare(summary, anchors, tolerance, metric) for metric, summary in summaries.items()]

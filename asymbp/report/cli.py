@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from asymbp.config import GROUPS
-from asymbp.report.anchors import TOLERANCE, anchors_markdown, compare_all, load_anchors
+from asymbp.report.anchors import ANCHOR_TOLERANCE, anchors_markdown, compare_all, load_anchors
 from asymbp.report.labels import METRIC_TEXT
 from asymbp.report.read import STATUSES, collect
 from asymbp.report.select import select_summary
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tolerance",
         type=float,
-        default=TOLERANCE,
+        default=ANCHOR_TOLERANCE,
         help="points of test error within which anchors.md calls us level with a published "
         "number (default: %(default)s)",
     )

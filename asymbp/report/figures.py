@@ -55,7 +55,7 @@ class Drawing:
     finished: pd.DataFrame
     done: pd.DataFrame
     history: pd.DataFrame
-    layout: Layout
+    layout: FigureLayout
     metric: str
 
 
@@ -89,7 +89,7 @@ def figure_table() -> str:
 
 
 @dataclass
-class Layout:
+class FigureLayout:
     """Panel and line order shared by all figures, in the paper's order, and line colours."""
 
     datasets: list[str]
@@ -98,7 +98,7 @@ class Layout:
     colors: dict[str, tuple]
 
     @classmethod
-    def of(cls, done: pd.DataFrame, extra: Sequence[str]) -> Layout:
+    def of(cls, done: pd.DataFrame, extra: Sequence[str]) -> FigureLayout:
         series = _order(done, [*with_rule(["feedback"], done.columns), *extra], "series")
         palette = matplotlib.colormaps["tab10" if len(series) <= 10 else "tab20"].colors
         colors = {name: palette[i % len(palette)] for i, name in enumerate(series)}
@@ -457,7 +457,7 @@ def write_figures(
     if done.empty:
         print("no finished runs: no figures", file=sys.stderr)
         return []
-    drawing = Drawing(finished, done, history, Layout.of(done, extra), metric)
+    drawing = Drawing(finished, done, history, FigureLayout.of(done, extra), metric)
     written = []
     for name, entry in FIGURES.items():
         fig = entry.draw(drawing)

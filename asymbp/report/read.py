@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from asymbp import runs as files
+from asymbp import runs
 from asymbp.config import GROUPS
 
 LEAD_COLUMNS = ("run", "status", "reason", *GROUPS, "seed")
@@ -57,7 +57,7 @@ def find_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def _walk(top: Path) -> Iterable[Path]:
     for dirpath, dirnames, filenames in os.walk(top):
-        if files.CONFIG in filenames or files.FAILED in filenames:
+        if runs.CONFIG in filenames or runs.FAILED in filenames:
             dirnames.clear()
             yield Path(dirpath)
         else:
@@ -78,17 +78,17 @@ def read_run(path: Path) -> RunRecord:
     """Read one run directory; unreadable or inconsistent files give status `broken` with the
     reason, never an exception."""
     lead = {"run": path.as_posix()}
-    config, config_problem = _load(path / files.CONFIG, _parse_config)
-    done = (path / files.DONE).exists()
-    if not done and (path / files.FAILED).exists():
+    config, config_problem = _load(path / runs.CONFIG, _parse_config)
+    done = (path / runs.DONE).exists()
+    if not done and (path / runs.FAILED).exists():
         return _record(lead, "failed", _failure(path), config or {}, {}, None)
     if config_problem:
         return RunRecord({**lead, "status": "broken", "reason": config_problem}, {}, {}, None)
-    metrics, metrics_problem = _load(path / files.METRICS, _parse_metrics)
-    history, history_problem = _load(path / files.HISTORY, _parse_history)
+    metrics, metrics_problem = _load(path / runs.METRICS, _parse_metrics)
+    history, history_problem = _load(path / runs.HISTORY, _parse_history)
     frame = None if history is None else history.frame
     if not done:
-        return _record(lead, "incomplete", f"no {files.DONE}", config, metrics or {}, frame)
+        return _record(lead, "incomplete", f"no {runs.DONE}", config, metrics or {}, frame)
     problems = [metrics_problem, history_problem]
     if not any(problems):
         problems = check_finished(config, metrics, history)
@@ -115,10 +115,10 @@ def _record(
 def _failure(path: Path) -> str:
     """The first line of FAILED: the one-line error that stopped the run."""
     try:
-        lines = (path / files.FAILED).read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = (path / runs.FAILED).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
-        return f"{files.FAILED} unreadable ({type(exc).__name__})"
-    return lines[0].strip() if lines and lines[0].strip() else f"{files.FAILED} (no reason given)"
+        return f"{runs.FAILED} unreadable ({type(exc).__name__})"
+    return lines[0].strip() if lines and lines[0].strip() else f"{runs.FAILED} (no reason given)"
 
 
 def _load(path: Path, parse: Callable[[Path], object]) -> tuple[object, str]:
@@ -177,7 +177,8 @@ REQUIRED_METRICS = (
 )
 ACCURACIES = ("test_acc", "val_acc", "best_val_acc", "test_acc_at_best_val")
 HISTORY_ACCURACIES = ("train_acc", "val_acc", "test_acc")
-TOLERANCE = 1e-9
+#: How far two copies of one accuracy (metrics.json, history.csv) may differ: float rounding.
+ROUNDING = 1e-9
 
 
 def check_finished(config: dict, metrics: dict, history: History) -> list[str]:
@@ -186,7 +187,7 @@ def check_finished(config: dict, metrics: dict, history: History) -> list[str]:
     config.yaml naming the same choices, seed and epochs."""
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
-        return [f"{files.METRICS} lacks {', '.join(missing)}"]
+        return [f"{runs.METRICS} lacks {', '.join(missing)}"]
     problems = [*_metric_problems(metrics), *_history_problems(history)]
     if problems:
         return problems
@@ -202,32 +203,32 @@ def _metric_problems(metrics: dict) -> list[str]:
     for key in ACCURACIES:
         value = metrics.get(key)
         if value is not None and not (_is_number(value) and 0 <= value <= 1):
-            problems.append(f"{files.METRICS} {key} {value!r} is not an accuracy in [0, 1]")
+            problems.append(f"{runs.METRICS} {key} {value!r} is not an accuracy in [0, 1]")
     if not isinstance(metrics["diverged"], bool):
-        problems.append(f"{files.METRICS} diverged {metrics['diverged']!r} is not true/false")
+        problems.append(f"{runs.METRICS} diverged {metrics['diverged']!r} is not true/false")
     completed = metrics["epochs_completed"]
     if not (isinstance(completed, int) and not isinstance(completed, bool) and completed >= 0):
-        problems.append(f"{files.METRICS} epochs_completed {completed!r} is not a count")
+        problems.append(f"{runs.METRICS} epochs_completed {completed!r} is not a count")
     test_acc, test_error = metrics["test_acc"], metrics["test_error"]
     if not problems and _is_number(test_acc) and not _is_number(test_error):
-        problems.append(f"{files.METRICS} test_error {test_error!r} is not a number")
-    elif not problems and _is_number(test_acc) and abs(test_error - (1 - test_acc)) > TOLERANCE:
-        problems.append(f"{files.METRICS} test_error {test_error} is not 1 - test_acc {test_acc}")
+        problems.append(f"{runs.METRICS} test_error {test_error!r} is not a number")
+    elif not problems and _is_number(test_acc) and abs(test_error - (1 - test_acc)) > ROUNDING:
+        problems.append(f"{runs.METRICS} test_error {test_error} is not 1 - test_acc {test_acc}")
     return problems
 
 
 def _history_problems(history: History) -> list[str]:
     frame = history.frame
     if history.truncated:
-        return [f"{files.HISTORY} ends in a cut-short line (after epoch {len(frame)})"]
+        return [f"{runs.HISTORY} ends in a cut-short line (after epoch {len(frame)})"]
     if frame["epoch"].tolist() != list(range(1, len(frame) + 1)):
-        return [f"{files.HISTORY} epochs are not 1, 2, ... {len(frame)}"]
+        return [f"{runs.HISTORY} epochs are not 1, 2, ... {len(frame)}"]
     for column in (c for c in HISTORY_ACCURACIES if c in frame):
         outside = frame[(frame[column] < 0) | (frame[column] > 1)]
         if not outside.empty:
             row = outside.iloc[0]
             return [
-                f"{files.HISTORY} {column} {row[column]:g} at epoch {int(row['epoch'])} is not "
+                f"{runs.HISTORY} {column} {row[column]:g} at epoch {int(row['epoch'])} is not "
                 "an accuracy in [0, 1]"
             ]
     return []
@@ -239,24 +240,24 @@ def _agreement_problems(config: dict, metrics: dict, frame: pd.DataFrame) -> lis
     if len(frame) != completed + diverged:
         extra = " plus the diverged one" if diverged else ""
         problems.append(
-            f"{files.HISTORY} has {len(frame)} epochs, {files.METRICS} says {completed}{extra}"
+            f"{runs.HISTORY} has {len(frame)} epochs, {runs.METRICS} says {completed}{extra}"
         )
     elif len(frame) and _is_number(metrics["test_acc"]):
         last = frame["test_acc"].iloc[-1] if "test_acc" in frame else math.nan
-        if not math.isnan(last) and abs(last - metrics["test_acc"]) > TOLERANCE:
+        if not math.isnan(last) and abs(last - metrics["test_acc"]) > ROUNDING:
             problems.append(
-                f"{files.METRICS} test_acc {metrics['test_acc']} is not the last epoch's "
-                f"({last:g}) in {files.HISTORY}"
+                f"{runs.METRICS} test_acc {metrics['test_acc']} is not the last epoch's "
+                f"({last:g}) in {runs.HISTORY}"
             )
     for key in (*GROUPS, "seed"):
         said = _group_choice(config, {}, key) if key in GROUPS else config.get(key)
         ran = metrics.get(key)
         if said is not None and ran is not None and said != ran:
-            problems.append(f"{files.CONFIG} says {key}={said}, {files.METRICS} says {ran}")
+            problems.append(f"{runs.CONFIG} says {key}={said}, {runs.METRICS} says {ran}")
     epochs = config.get("epochs")
     if _is_number(epochs) and not diverged and completed != epochs:
         problems.append(
-            f"{files.CONFIG} says epochs={epochs}, {files.METRICS} says {completed} completed "
+            f"{runs.CONFIG} says epochs={epochs}, {runs.METRICS} says {completed} completed "
             "without diverging"
         )
     return problems
