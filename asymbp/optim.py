@@ -78,8 +78,8 @@ class BatchManhattan(Optimizer):
 
     sign_of="update" (default, ours): the wrapped optimizer computes its (momentum-smoothed,
         weight-decayed) update first, and each parameter moves by exactly lr * sign(that update).
-        Chosen on validation over the alternative, which drifts on long runs (README, "Batch
-        Manhattan"; docs/results/bm_study).
+        Chosen on validation over the alternative, which drifts on long runs (docs/training.md,
+        "Batch Manhattan"; docs/results/bm_study).
     sign_of="gradient" (Xiao et al. 2018's BM-SGD): each gradient is replaced by its sign, then
         the wrapped optimizer applies weight decay, momentum and the learning rate as usual, so a
         weight moves by up to lr / (1 - momentum) per step. The gradients are left signed.

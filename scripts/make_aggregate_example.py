@@ -1,4 +1,4 @@
-"""Regenerate docs/examples/: the table and figures that the README shows for asymbp-aggregate.
+"""Regenerate docs/examples/: the table and figures docs/aggregation.md shows.
 
 They come from asymbp.report.example's generated sweep (the test suite's fixture too): run
 directories with made-up metrics, chosen to exercise every case (several seeds, diverged,

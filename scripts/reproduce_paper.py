@@ -9,7 +9,7 @@ Every run lands in <out>/runs/<profile>/ (one folder per configuration, so prese
 configuration share its run) and the report (CSVs, tables, figures) in <out>/report/. Interrupted
 and rerun, it trains only what has no DONE marker yet and ends with the same report.
 
-Profiles (times measured on 2 CPU cores; see README):
+Profiles (times measured on 2 CPU cores; see docs/sweeps.md):
   demo  digits only, paper_table + paper_concordance, 1 seed, 10 epochs: about 1 minute.
   cpu   digits (full, 20 epochs) and Fashion-MNIST (a stratified 4000-image training subset,
         4 epochs, 5% validation hold-out), all three presets, 3 seeds, joblib: about 1 hour.

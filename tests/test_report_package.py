@@ -1,6 +1,6 @@
 """The shape of asymbp/report and of the package around it: no import cycle (imports inside
-functions included), run-file names only from asymbp.runs, README's figure list = the registry,
-and scripts that only call the package."""
+functions included), run-file names only from asymbp.runs, docs/aggregation.md's figure list =
+the registry, and scripts that only call the package."""
 
 from __future__ import annotations
 
@@ -109,8 +109,8 @@ def test_report_names_run_files_only_through_asymbp_runs(path):
     assert not string_constants(path) & set(RUN_FILES)
 
 
-def test_readme_lists_exactly_the_registered_figures():
-    readme = (REPO / "README.md").read_text()
+def test_the_docs_list_exactly_the_registered_figures():
+    readme = (REPO / "docs" / "aggregation.md").read_text()
     assert figure_table() in readme
     listed = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `fig_")}
     assert listed == set(FIGURES)

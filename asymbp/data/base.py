@@ -56,8 +56,8 @@ class Expect:
             if expected is not None and found != expected:
                 raise DatasetError(
                     f"{dataset}: expected {expected} {what}, found {found} in {where}; the copy is "
-                    f"incomplete or laid out otherwise than dataset.root expects (see README's "
-                    f"Datasets; dataset.expect.{key}=null accepts what is found)"
+                    "incomplete or laid out otherwise than dataset.root expects (see "
+                    f"docs/datasets.md; dataset.expect.{key}=null accepts what is found)"
                 )
 
     def check_data(self, data: InMemoryDataset, where: str | os.PathLike) -> InMemoryDataset:

@@ -10,7 +10,7 @@ asymbp-aggregate command line. One job per module, each importing only the ones 
     figures   the figures, registered in FIGURES
     cli       asymbp-aggregate (also `python -m asymbp.report`) and the names of its files
     claims    verdicts on the paper's four claims, docs/RESULTS.md
-    example   a generated sweep with known numbers (the README's example, the tests' fixture)
+    example   a generated sweep with known numbers (the docs' example, the tests' fixture)
 
 Nothing is imported here, so that `import asymbp.report.read` does not load matplotlib.
 """

@@ -1,4 +1,4 @@
-"""A generated sweep whose numbers are known: the README's example report and the tests' fixture.
+"""A generated sweep whose numbers are known: the docs' example report and the tests' fixture.
 
 `write_sweep(root)` writes run directories as asymbp-train does (config.yaml: the resolved config
 composed from conf/train.yaml by Hydra; history.csv, metrics.json, DONE) for every dataset x

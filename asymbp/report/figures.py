@@ -2,7 +2,7 @@
 
 Adding a figure: write a function of a `Drawing` that returns a matplotlib Figure (or None when
 the runs hold no data for it) and decorate it with `@register_figure(name, description)`. The
-description is the figure's line in README's list (a test keeps the two equal: `figure_table`).
+description is its line in docs/aggregation.md's list (a test keeps the two equal: `figure_table`).
 Only `done` runs are drawn (fig_stabilization also marks conditions whose runs all diverged).
 Figures use matplotlib's object API (no pyplot, no display needed).
 """
@@ -83,7 +83,7 @@ def register_figure(name: str, description: str):
 
 
 def figure_table() -> str:
-    """README's list of figures, as a Markdown table, from the registry."""
+    """docs/aggregation.md's list of figures, as a Markdown table, from the registry."""
     rows = [f"| `{entry.name}` | {entry.description} |" for entry in FIGURES.values()]
     return "\n".join(["| file | content |", "|---|---|", *rows]) + "\n"
 
