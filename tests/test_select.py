@@ -137,3 +137,22 @@ def test_figures_draw_only_the_selected_runs_with_short_labels():
     assert set(finished.loc[finished["feedback"] == "brsf", "series"]) == {"brsf"}
     everything, _ = figure_runs(runs, "final")
     assert set(everything.loc[everything["feedback"] == "usf", "optimizer.lr"]) == {0.01, 0.1}
+
+
+def test_a_value_at_which_seeds_diverge_loses_to_a_stable_one():
+    # lr 0.003: one seed finished with the best validation accuracy of all (0.90), two diverged;
+    # lr 0.001: three seeds finish at 0.85. Diverged runs count as 0: 0.30 < 0.85, so 0.001 wins.
+    rows = []
+    for lr, outcomes in ((0.003, [0.90, None, None]), (0.001, [0.85, 0.85, 0.85])):
+        for seed, val in enumerate(outcomes):
+            test = val - 0.01 if val else np.nan
+            rows.append({
+                "run": f"rndf-{lr}-{seed}", "status": "done" if val else "diverged",
+                "reason": "", "dataset": "fashion_mnist", "model": "lenet5", "feedback": "rndf",
+                "norm": "none", "optimizer": "sgd", "seed": seed, "test_acc": test,
+                "val_acc": val or np.nan, "best_val_acc": val or np.nan,
+                "test_acc_at_best_val": test, "epochs": 3, "optimizer.lr": lr,
+            })  # fmt: skip
+    (row,) = select_summary(pd.DataFrame(rows), "best_val", ["optimizer.lr"]).to_dict("records")
+    assert row["selected"] == "optimizer.lr=0.001" and row["n"] == 3
+    assert row["test_error_mean"] == pytest.approx(0.16)

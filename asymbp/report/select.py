@@ -1,6 +1,8 @@
 """`--select KEY`: hyperparameters chosen on the validation split. For each condition (its identity
-minus the selected keys), the value of the keys whose finished runs have the best mean validation
-accuracy wins, and the condition's test error is reported at that value only. The validation
+minus the selected keys), the value of the keys whose runs have the best mean validation accuracy
+wins, a diverged run counting as 0 (as the Optuna objective counts it: a rate at which one seed of
+three diverges loses to one at which none does), and the condition's test error is reported at
+that value only; incomplete, failed and broken runs take no part. The validation
 accuracy is read at the epoch the test error is read (`--metric`): the last epoch for `final`,
 the best validation epoch for `best_val`. The test set never takes part in the choice. The
 `selected` column names only the keys that took more than one value in the condition (a key swept
@@ -21,10 +23,12 @@ NO_WINNER = "none (no finished run)"
 
 
 def validation_accuracy(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """Each run's validation accuracy at the epoch `metric` reads; NaN unless the run is done."""
+    """Each run's validation accuracy at the epoch `metric` reads: 0 for a diverged run, NaN
+    for one neither done nor diverged."""
     column = VAL_METRICS[metric]
     values = pd.to_numeric(runs[column], errors="coerce") if column in runs else np.nan
-    return pd.Series(values, index=runs.index, dtype=float).where(runs["status"] == "done")
+    values = pd.Series(values, index=runs.index, dtype=float).where(runs["status"] == "done")
+    return values.mask(runs["status"] == "diverged", 0.0)
 
 
 def matching(frame: pd.DataFrame, row: dict, columns: Sequence[str]) -> np.ndarray:
@@ -65,7 +69,7 @@ def select_summary(
     unknown = [key for key in keys if key not in runs.columns]
     if unknown:
         raise ValueError(f"--select: unknown config key(s) {unknown} (dotted keys of runs.csv)")
-    if validation_accuracy(runs, metric).notna().sum() == 0:
+    if validation_accuracy(runs, metric)[runs["status"] == "done"].notna().sum() == 0:
         raise ValueError(
             f"--select needs a validation split, but no finished run has {VAL_METRICS[metric]}: "
             "train with val_fraction > 0"
