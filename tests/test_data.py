@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,15 @@ from asymbp.data import (
     DATASETS,
     DEBIAN_FASHION_MNIST,
     DatasetError,
+    Decoding,
+    Expect,
     InMemoryDataset,
     channel_stats,
     load_dataset,
     register_dataset,
     stratified_split,
 )
+from asymbp.data.decode import DECODING_KEYS
 from asymbp.data.formats.idx import IDX_FILES, IMAGES_MAGIC, read_idx, write_idx
 
 FASHION_MNIST_ROOT = DEBIAN_FASHION_MNIST
@@ -304,6 +308,39 @@ def test_register_dataset_adds_a_loader_and_refuses_a_clash():
             register_dataset("_tiny_test")(other)
     finally:
         DATASETS.unregister("_tiny_test")
+
+
+def test_a_loader_taking_decoding_gets_the_shared_keys_as_one_decoding():
+    """The config keeps flat keys; the loader sees its own keys and one Decoding of the rest."""
+    seen = {}
+
+    def tiny(root: str, decoding: Decoding) -> InMemoryDataset:
+        seen.update(root=root, decoding=decoding)
+        images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+        labels = torch.tensor([0, 1])
+        return InMemoryDataset("tiny", images, labels, images, labels, num_classes=2)
+
+    shared = {"image_size": 8, "channels": 1, "fit": "crop", "cache_dir": "/c"}
+    try:
+        assert register_dataset("_tiny_decoding")(tiny) is tiny
+        assert DATASETS.accepted("_tiny_decoding") == ["root", *DECODING_KEYS]
+        load_dataset("_tiny_decoding", root="/r", expect={"classes": 2}, cache=True, **shared)
+        assert seen == {"root": "/r", "decoding": Decoding(8, 1, "crop", Expect(classes=2), "/c")}
+        load_dataset("_tiny_decoding", root="/r", expect=None, cache=False, **shared)
+        assert seen["decoding"] == Decoding(8, 1, "crop", Expect(), None)
+        options = "root, image_size, channels, fit, expect, cache, cache_dir"
+        message = f"^dataset=_tiny_decoding has no option size: its options are {options}$"
+        with pytest.raises(ValueError, match=message):
+            load_dataset("_tiny_decoding", root="/r", size=3, expect=None, cache=False, **shared)
+    finally:
+        DATASETS.unregister("_tiny_decoding")
+
+
+def test_image_loaders_take_their_own_keys_and_one_decoding():
+    for name in ("mnist", "fashion_mnist", "cifar10", "svhn", "caltech101", "lfw", "scene67"):
+        keys = set(compose_config(f"dataset={name}").dataset) - {"name"}
+        own = set(inspect.signature(DATASETS[name].__wrapped__).parameters)
+        assert "decoding" in own and own - {"decoding"} == keys - set(DECODING_KEYS), name
 
 
 def test_in_memory_dataset_validates_its_tensors():

@@ -1,7 +1,8 @@
 """From files to a cached in-memory dataset, the steps the dataset definitions share: arrays with
 an official split (`load_arrays`, `load_idx_dataset` for the MNIST layout), and image files split
-officially (`load_image_files`) or by a seeded rule (`load_by_rule`). Decoding happens once;
-later loads read the cache file (asymbp.data.cache)."""
+officially (`load_image_files`) or by a seeded rule (`load_by_rule`), each decoded, cached and
+checked as a loader's `Decoding` says. Decoding happens once; later loads read the cache file
+(asymbp.data.cache)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asymbp.data.base import DatasetError, Expect, InMemoryDataset
+from asymbp.data.base import DatasetError, InMemoryDataset
 from asymbp.data.cache import CacheKey, fingerprint, load_cached
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.idx import IDX_FILES, find_idx_file, find_idx_files, read_idx_pair
 from asymbp.data.formats.images import check_image_options, conform, decode_images
 from asymbp.data.layout import Layout, fetch
@@ -27,17 +29,16 @@ def load_arrays(
     root: Path,
     sources: Iterable[Path],
     read: Callable[[], InMemoryDataset],
-    *,
-    image_size: int | None,
-    channels: int | None,
-    fit: str,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
+    where: Path,
 ) -> InMemoryDataset:
     """A dataset stored as arrays with an official split (IDX, CIFAR, SVHN, STL-10): read() once,
-    `conform`ed to image_size, channels (None: as stored) and fit, cached.
+    `conform`ed to decoding's image_size, channels (None: as stored) and fit, cached, then
+    checked against decoding.expect (errors name `where`).
 
     sources: the files read() reads; the cache file is rebuilt when one of them changes.
     """
+    image_size, channels, fit = decoding.image_size, decoding.channels, decoding.fit
     check_image_options(dataset, image_size, channels, fit, native_ok=True)
     size = f"{image_size or 'orig'}px{channels or 'orig'}c"
     options = {"root": str(root), "image_size": image_size, "channels": channels, "fit": fit}
@@ -51,7 +52,7 @@ def load_arrays(
             test_images=conform(data.test_images, image_size, channels, fit),
         )
 
-    return load_cached(key, build, cache_dir)
+    return decoding.expect.check_data(load_cached(key, build, decoding.cache_dir), where)
 
 
 def arrays_dataset(
@@ -80,25 +81,18 @@ def load_array_set(
     read: Callable[[Path, str], tuple[tuple[Path, np.ndarray], tuple[Path, np.ndarray]]],
     num_classes: int,
     get: Callable[[Path], object],
-    *,
-    image_size: int | None,
-    channels: int | None,
-    fit: str,
     download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """An array dataset's loader (CIFAR, SVHN, STL-10): its files (layout.expected) under root,
     fetched by get(root) when download is true and they are missing, read(root, split) for
-    "train" and "test" as `arrays_dataset` reads them, then `load_arrays` and the guard."""
+    "train" and "test" as `arrays_dataset` reads them, then `load_arrays`."""
     root = fetch(layout, root, download, get)
-    data = load_arrays(
+    return load_arrays(
         layout.dataset, root, [root / f for f in layout.expected],
         lambda: arrays_dataset(layout, lambda split: read(root, split), num_classes),
-        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
+        decoding, root,
     )  # fmt: skip
-    return expect.check_data(data, root)
 
 
 def torchvision_index(layout: Layout, root: Path, make: Callable[[Path], object]):
@@ -152,22 +146,19 @@ def load_image_files(
     layout: Layout,
     root: Path,
     files: ImageFiles,
+    decoding: Decoding,
     *,
     split: str,
-    image_size: int,
-    channels: int,
-    fit: str,
-    expect: Expect,
-    cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
     """Decode the files of both splits once (or read them from the cache) into a dataset.
 
     split: a short name of the split for the cache file ("official", SplitRule.label). The cache
-    file is keyed by the list of files and labels, so adding images makes a new one. expect: is
-    checked against the classes and file counts before anything is decoded.
+    file is keyed by the list of files and labels, so adding images makes a new one.
+    decoding.expect is checked against the classes and file counts before anything is decoded.
     """
+    image_size, channels, fit = decoding.image_size, decoding.channels, decoding.fit
     check_image_options(layout.dataset, image_size, channels, fit)
-    expect.check(
+    decoding.expect.check(
         layout.dataset, root, len(files.classes), len(files.train_paths), len(files.test_paths)
     )
     for name, paths in (("training", files.train_paths), ("test", files.test_paths)):
@@ -194,7 +185,7 @@ def load_image_files(
             num_classes=len(files.classes),
         )  # fmt: skip
 
-    return load_cached(key, build, cache_dir)
+    return load_cached(key, build, decoding.cache_dir)
 
 
 def load_by_rule(
@@ -203,17 +194,14 @@ def load_by_rule(
     paths: list[Path],
     labels: list[int],
     classes: list[str],
+    decoding: Decoding,
     *,
     rule: SplitRule,
     min_images: int = 1,
-    **options,
 ) -> InMemoryDataset:
     """A dataset without an official split: the classes with at least min_images images (N-way
-    identification for the face sets), renumbered, then split by `rule`.
-
-    options: load_image_files' image_size, channels, fit, expect and cache_dir (as made by
-    `decoding`).
-    """
+    identification for the face sets), renumbered, then split by `rule` and decoded by
+    `load_image_files`."""
     if min_images < 1:
         raise ValueError(f"{layout.dataset}: min_images must be >= 1, got {min_images}")
     index, labels, classes = keep_classes(
@@ -221,20 +209,7 @@ def load_by_rule(
     )
     files = ImageFiles.by_rule([paths[i] for i in index.tolist()], labels.tolist(), classes, rule)
     split = rule.label if min_images == 1 else f"min{min_images}-{rule.label}"
-    return load_image_files(layout, root, files, split=split, **options)
-
-
-def decoding(
-    image_size: int, channels: int, fit: str, expect: Expect, cache: bool, cache_dir
-) -> dict:
-    """The keywords of load_image_files that come straight from a loader's config keys."""
-    return {
-        "image_size": image_size,
-        "channels": channels,
-        "fit": fit,
-        "expect": expect,
-        "cache_dir": cache_dir if cache else None,
-    }
+    return load_image_files(layout, root, files, decoding, split=split)
 
 
 def load_idx_dataset(
@@ -244,18 +219,13 @@ def load_idx_dataset(
     subdir: str,
     get: type,
     hint: str,
-    image_size: int | None,
-    channels: int | None,
-    fit: str,
     download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """An MNIST-layout dataset's loader: the four IDX_FILES in root or root/subdir (where the
     torchvision class `get` downloads them when download is true), conformed and cached.
 
-    image_size and channels None keep those of the files; hint: how to get the files."""
+    decoding's image_size and channels None keep those of the files; hint: how to get them."""
     name = layout.dataset
     if root is None:
         raise DatasetError(
@@ -270,8 +240,6 @@ def load_idx_dataset(
     if download:
         fetch(layout, root, True, lambda r: get(r, download=True), present=present)
     paths = find_idx_files(root, name, hint=hint, subdirs=(subdir,))
-    data = load_arrays(
-        name, root, paths, lambda: read_idx_pair(paths, name, hint=hint),
-        image_size=image_size, channels=channels, fit=fit, cache_dir=cache_dir if cache else None,
-    )  # fmt: skip
-    return expect.check_data(data, paths[0].parent)
+    return load_arrays(
+        name, root, paths, lambda: read_idx_pair(paths, name, hint=hint), decoding, paths[0].parent
+    )

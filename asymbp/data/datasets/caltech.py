@@ -10,9 +10,10 @@ from pathlib import Path
 
 from torchvision.datasets import Caltech101, Caltech256
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.layout import Layout, fetch
-from asymbp.data.pipeline import decoding, load_by_rule, torchvision_index
+from asymbp.data.pipeline import load_by_rule, torchvision_index
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
 
@@ -64,7 +65,7 @@ def _load_caltech(
     root,
     download: bool,
     rule: SplitRule,
-    decode: dict,
+    decoding: Decoding,
     drop: str | None = None,
 ) -> InMemoryDataset:
     """torchvision lists the categories, the split is a seeded per-class rule; `drop` leaves one
@@ -74,52 +75,40 @@ def _load_caltech(
     files = category_files(Path(data.root) / folder, list(data.categories))
     if drop is not None:
         files = without_class(*files, drop)
-    return load_by_rule(layout, root, *files, rule=rule, **decode)
+    return load_by_rule(layout, root, *files, decoding, rule=rule)
 
 
 @register_dataset("caltech101")
 def load_caltech101(
     root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
     train_per_class: int | None,
     test_per_class: int | None,
     test_fraction: float | None,
     split_seed: int,
-    expect: Expect,
     download: bool,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """Caltech-101: 101 object categories (BACKGROUND_Google left out, as torchvision does)."""
     return _load_caltech(
         CALTECH101, Caltech101, "101_ObjectCategories", root, download,
-        SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
-        decoding(image_size, channels, fit, expect, cache, cache_dir),
+        SplitRule(train_per_class, test_per_class, test_fraction, split_seed), decoding,
     )  # fmt: skip
 
 
 @register_dataset("caltech256")
 def load_caltech256(
     root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
     train_per_class: int | None,
     test_per_class: int | None,
     test_fraction: float | None,
     split_seed: int,
     include_clutter: bool,
-    expect: Expect,
     download: bool,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """Caltech-256: 256 object categories, plus 257.clutter when include_clutter."""
     return _load_caltech(
         CALTECH256, Caltech256, "256_ObjectCategories", root, download,
-        SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
-        decoding(image_size, channels, fit, expect, cache, cache_dir),
+        SplitRule(train_per_class, test_per_class, test_fraction, split_seed), decoding,
         drop=None if include_clutter else CALTECH256_CLUTTER,
     )  # fmt: skip

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_array_set
 from asymbp.data.registry import register_dataset
@@ -73,38 +74,18 @@ CIFAR100_LAYOUT = Layout("cifar100", URL, batch_files(CIFAR100), download=True)
 
 
 @register_dataset("cifar10")
-def load_cifar10(
-    root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
-    download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
-) -> InMemoryDataset:
+def load_cifar10(root: str | os.PathLike, download: bool, decoding: Decoding) -> InMemoryDataset:
     """CIFAR-10: data_batch_1..5 (train) and test_batch (test), key "labels", 10 classes."""
     return load_array_set(
         CIFAR10_LAYOUT, root, split_reader(CIFAR10_LAYOUT, CIFAR10_FILES, "labels"), 10,
-        lambda r: CIFAR10(r, download=True), image_size=image_size, channels=channels, fit=fit,
-        download=download, expect=expect, cache=cache, cache_dir=cache_dir,
+        lambda r: CIFAR10(r, download=True), download, decoding,
     )  # fmt: skip
 
 
 @register_dataset("cifar100")
-def load_cifar100(
-    root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
-    download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
-) -> InMemoryDataset:
+def load_cifar100(root: str | os.PathLike, download: bool, decoding: Decoding) -> InMemoryDataset:
     """CIFAR-100: train and test, key "fine_labels" (the 100 fine classes)."""
     return load_array_set(
         CIFAR100_LAYOUT, root, split_reader(CIFAR100_LAYOUT, CIFAR100_FILES, "fine_labels"), 100,
-        lambda r: CIFAR100(r, download=True), image_size=image_size, channels=channels, fit=fit,
-        download=download, expect=expect, cache=cache, cache_dir=cache_dir,
+        lambda r: CIFAR100(r, download=True), download, decoding,
     )  # fmt: skip

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from torchvision.datasets import FashionMNIST
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.idx import IDX_FILES
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_idx_dataset
@@ -32,19 +33,11 @@ HINT = (
 
 @register_dataset("fashion_mnist")
 def load_fashion_mnist(
-    root: str | os.PathLike | None,
-    image_size: int | None,
-    channels: int | None,
-    fit: str,
-    download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    root: str | os.PathLike | None, download: bool, decoding: Decoding
 ) -> InMemoryDataset:
     """The official split of the four IDX files in root (gzipped or not; any number of images,
-    of any size); image_size and channels None keep those of the files."""
+    of any size); decoding's image_size and channels None keep those of the files."""
     return load_idx_dataset(
-        LAYOUT, root, subdir="FashionMNIST/raw", get=FashionMNIST, hint=HINT, image_size=image_size,
-        channels=channels, fit=fit, download=download, expect=expect, cache=cache,
-        cache_dir=cache_dir,
+        LAYOUT, root, subdir="FashionMNIST/raw", get=FashionMNIST, hint=HINT, download=download,
+        decoding=decoding,
     )  # fmt: skip

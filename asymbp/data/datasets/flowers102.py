@@ -9,10 +9,11 @@ from pathlib import Path
 
 from torchvision.datasets import Flowers102
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout, fetch
-from asymbp.data.pipeline import ImageFiles, decoding, load_image_files, torchvision_index
+from asymbp.data.pipeline import ImageFiles, load_image_files, torchvision_index
 from asymbp.data.registry import register_dataset
 
 FLOWERS102 = Layout(
@@ -36,15 +37,7 @@ def _trusting(cls: type, layout: Layout, root: Path) -> type:
 
 @register_dataset("flowers102")
 def load_flowers102(
-    root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
-    train_on_val: bool,
-    expect: Expect,
-    download: bool,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    root: str | os.PathLike, train_on_val: bool, download: bool, decoding: Decoding
 ) -> InMemoryDataset:
     """Oxford Flowers-102 (Nilsback & Zisserman 2008), official split of setid.mat: train (10
     per class) plus, when train_on_val, val (10 per class) for training; test (6149) for test."""
@@ -67,7 +60,5 @@ def load_flowers102(
 
     classes = [str(label + 1) for label in label_set]  # the class numbers of imagelabels.mat
     files = ImageFiles(classes, *listed(train), *listed([splits["test"]]))
-    return load_image_files(
-        FLOWERS102, root, files, split="official+val" if train_on_val else "official",
-        **decoding(image_size, channels, fit, expect, cache, cache_dir),
-    )  # fmt: skip
+    split = "official+val" if train_on_val else "official"
+    return load_image_files(FLOWERS102, root, files, decoding, split=split)

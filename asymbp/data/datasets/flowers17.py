@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
+from asymbp.data.pipeline import ImageFiles, load_image_files
 from asymbp.data.registry import register_dataset
 
 FLOWERS17 = Layout(
@@ -39,15 +40,7 @@ def _image_numbers(path: Path, split: int) -> dict[str, np.ndarray]:
 
 @register_dataset("flowers17")
 def load_flowers17(
-    root: str | os.PathLike,
-    split: int,
-    train_on_val: bool,
-    image_size: int,
-    channels: int,
-    fit: str,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    root: str | os.PathLike, split: int, train_on_val: bool, decoding: Decoding
 ) -> InMemoryDataset:
     """Official split number `split` (1, 2 or 3): trn (plus val when train_on_val) for training,
     tst for test. Image n belongs to class (n - 1) // 80."""
@@ -63,7 +56,5 @@ def load_flowers17(
 
     classes = [str(c) for c in range(NUM_CLASSES)]
     files = ImageFiles(classes, *listed(train), *listed(numbers["tst"]))
-    return load_image_files(
-        FLOWERS17, root, files, split=f"split{split}" + ("+val" if train_on_val else ""),
-        **decoding(image_size, channels, fit, expect, cache, cache_dir),
-    )  # fmt: skip
+    label = f"split{split}" + ("+val" if train_on_val else "")
+    return load_image_files(FLOWERS17, root, files, decoding, split=label)

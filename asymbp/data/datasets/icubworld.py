@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.images import images_below, subfolders
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
+from asymbp.data.pipeline import ImageFiles, load_image_files
 from asymbp.data.registry import register_dataset
 
 #: iCubWorld28 (pralab/secml's CDataLoaderICubWorld28; robotology.github.io/iCubWorld): 7
@@ -54,12 +55,7 @@ def load_icubworld(
     labels: str,
     train_days: list[int],
     test_days: list[int],
-    image_size: int,
-    channels: int,
-    fit: str,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """iCubWorld28's official split: train/day<d>/ for training, test/day<d>/ for test, labelled
     by category (7) or by object (28)."""
@@ -82,7 +78,4 @@ def load_icubworld(
         test_paths, [number[n] for n in test_names],
     )  # fmt: skip
     days = "".join(map(str, train_days)) + "-" + "".join(map(str, test_days))
-    return load_image_files(
-        ICUBWORLD, root, files, split=f"{labels}-days{days}",
-        **decoding(image_size, channels, fit, expect, cache, cache_dir),
-    )  # fmt: skip
+    return load_image_files(ICUBWORLD, root, files, decoding, split=f"{labels}-days{days}")

@@ -10,9 +10,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import decoding, load_by_rule, require_listed
+from asymbp.data.pipeline import load_by_rule, require_listed
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
 
@@ -75,17 +76,12 @@ def lfw_files(root: Path, image_set: str) -> tuple[Path, list[Path], list[int], 
 def load_lfw(
     root: str | os.PathLike,
     image_set: str,
-    image_size: int,
-    channels: int,
-    fit: str,
     min_images: int,
     train_per_class: int | None,
     test_per_class: int | None,
     test_fraction: float | None,
     split_seed: int,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """Labeled Faces in the Wild (Huang et al. 2007) as N-way identification of the people with
     at least min_images images, from UMass's files or the Kaggle mirror; no official
@@ -96,8 +92,7 @@ def load_lfw(
     folder, paths, labels, classes = lfw_files(root, image_set)
     return load_by_rule(
         dataclasses.replace(LFW, expected=(str(folder.relative_to(root)),)), root,
-        paths, labels, classes,
+        paths, labels, classes, decoding,
         rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
         min_images=min_images,
-        **decoding(image_size, channels, fit, expect, cache, cache_dir),
     )  # fmt: skip

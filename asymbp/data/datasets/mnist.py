@@ -7,7 +7,8 @@ import os
 
 from torchvision.datasets import MNIST
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.idx import IDX_FILES
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_idx_dataset
@@ -24,19 +25,10 @@ HINT = (
 
 @register_dataset("mnist")
 def load_mnist(
-    root: str | os.PathLike | None,
-    image_size: int | None,
-    channels: int | None,
-    fit: str,
-    download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    root: str | os.PathLike | None, download: bool, decoding: Decoding
 ) -> InMemoryDataset:
     """The official split of the four IDX files in root (gzipped or not; any number of images,
-    of any size); image_size and channels None keep those of the files."""
+    of any size); decoding's image_size and channels None keep those of the files."""
     return load_idx_dataset(
-        LAYOUT, root, subdir="MNIST/raw", get=MNIST, hint=HINT, image_size=image_size,
-        channels=channels, fit=fit, download=download, expect=expect, cache=cache,
-        cache_dir=cache_dir,
-    )  # fmt: skip
+        LAYOUT, root, subdir="MNIST/raw", get=MNIST, hint=HINT, download=download, decoding=decoding
+    )

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.images import images_below, subfolders
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import decoding, load_by_rule
+from asymbp.data.pipeline import load_by_rule
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
 
@@ -38,25 +39,19 @@ def person_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
 @register_dataset("pubfig83")
 def load_pubfig83(
     root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
     train_per_class: int | None,
     test_per_class: int | None,
     test_fraction: float | None,
     split_seed: int,
     min_images: int,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """PubFig83 (Pinto et al. 2011): 83-way identification, one folder of images per person,
     no official split: a seeded per-class rule."""
     root = PUBFIG83.check(root)
     paths, labels, classes = person_folders(root)
     return load_by_rule(
-        PUBFIG83, root, paths, labels, classes,
+        PUBFIG83, root, paths, labels, classes, decoding,
         rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
         min_images=min_images,
-        **decoding(image_size, channels, fit, expect, cache, cache_dir),
     )  # fmt: skip

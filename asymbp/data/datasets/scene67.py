@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import ImageFiles, decoding, load_image_files
+from asymbp.data.pipeline import ImageFiles, load_image_files
 from asymbp.data.registry import register_dataset
 
 SCENE67 = Layout(
@@ -34,15 +35,7 @@ def _read_image_list(layout: Layout, path: Path) -> list[str]:
 
 
 @register_dataset("scene67")
-def load_scene67(
-    root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
-) -> InMemoryDataset:
+def load_scene67(root: str | os.PathLike, decoding: Decoding) -> InMemoryDataset:
     """MIT Indoor Scene-67 (Quattoni & Torralba 2009) with its official split: the images listed
     in TrainImages.txt and TestImages.txt (80 and 20 per class), under Images/."""
     root = SCENE67.check(root)
@@ -56,7 +49,4 @@ def load_scene67(
         return paths, [number[line.split("/")[0]] for line in lines]
 
     files = ImageFiles(classes, *listed(train), *listed(test))
-    return load_image_files(
-        SCENE67, root, files, split="official",
-        **decoding(image_size, channels, fit, expect, cache, cache_dir),
-    )  # fmt: skip
+    return load_image_files(SCENE67, root, files, decoding, split="official")

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import STL10
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_array_set
 from asymbp.data.registry import register_dataset
@@ -52,19 +53,8 @@ def read_split(root: Path, split: str) -> tuple[tuple[Path, np.ndarray], tuple[P
 
 
 @register_dataset("stl10")
-def load_stl10(
-    root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
-    download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
-) -> InMemoryDataset:
+def load_stl10(root: str | os.PathLike, download: bool, decoding: Decoding) -> InMemoryDataset:
     """STL-10's official split with all 5000 labelled training images, 10 classes."""
     return load_array_set(
-        LAYOUT, root, read_split, 10, lambda r: STL10(r, download=True), image_size=image_size,
-        channels=channels, fit=fit, download=download, expect=expect, cache=cache,
-        cache_dir=cache_dir,
-    )  # fmt: skip
+        LAYOUT, root, read_split, 10, lambda r: STL10(r, download=True), download, decoding
+    )

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout
-from asymbp.data.pipeline import decoding, load_by_rule, require_listed
+from asymbp.data.pipeline import load_by_rule, require_listed
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
 
@@ -80,24 +81,18 @@ def sufrw_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
 @register_dataset("sufrw")
 def load_sufrw(
     root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
     train_per_class: int | None,
     test_per_class: int | None,
     test_fraction: float | None,
     split_seed: int,
     min_images: int,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
+    decoding: Decoding,
 ) -> InMemoryDataset:
     """SUFR-W (Leibo, Liao & Poggio 2014) as N-way identification of its people, read from the
     package as shipped; its protocol is pair verification, so the split is a seeded rule."""
     root = SUFRW.check(root)
     return load_by_rule(
-        SUFRW, root, *sufrw_files(root),
+        SUFRW, root, *sufrw_files(root), decoding,
         rule=SplitRule(train_per_class, test_per_class, test_fraction, split_seed),
         min_images=min_images,
-        **decoding(image_size, channels, fit, expect, cache, cache_dir),
     )  # fmt: skip

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import SVHN
 
-from asymbp.data.base import Expect, InMemoryDataset
+from asymbp.data.base import InMemoryDataset
+from asymbp.data.decode import Decoding
 from asymbp.data.formats.matlab import read_mat
 from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_array_set
@@ -39,18 +40,6 @@ def _download(root: Path) -> None:
 
 
 @register_dataset("svhn")
-def load_svhn(
-    root: str | os.PathLike,
-    image_size: int,
-    channels: int,
-    fit: str,
-    download: bool,
-    expect: Expect,
-    cache: bool,
-    cache_dir: str | os.PathLike | None,
-) -> InMemoryDataset:
+def load_svhn(root: str | os.PathLike, download: bool, decoding: Decoding) -> InMemoryDataset:
     """SVHN's official split without "extra", 10 classes."""
-    return load_array_set(
-        LAYOUT, root, read_split, 10, _download, image_size=image_size, channels=channels,
-        fit=fit, download=download, expect=expect, cache=cache, cache_dir=cache_dir,
-    )  # fmt: skip
+    return load_array_set(LAYOUT, root, read_split, 10, _download, download, decoding)
