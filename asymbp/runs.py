@@ -50,7 +50,7 @@ NON_IDENTITY_KEYS = (
 )
 #: Keys added after runs were made, left out of the identity while they keep their default, so
 #: that finished runs keep their directories.
-OMITTED_AT_DEFAULT = {"output_layer": None}
+OMITTED_AT_DEFAULT = {"output_layer": None, "precision": "fp32"}
 DONE = "DONE"
 FAILED = "FAILED"
 CONFIG = "config.yaml"
@@ -217,13 +217,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "order", "rng", "history", "wall_seconds")
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict | None:
+def load_checkpoint(path: Path) -> dict | None:
     """The checkpoint, or None when there is none or it is not one of ours (the run starts over,
-    with a warning)."""
+    with a warning). Loaded onto the CPU: the random generators' states must stay there, and
+    load_state_dict copies the model's and the optimizer's tensors to their parameters' device."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise ValueError(f"it holds a {type(state).__name__}, not a dict")
         missing = [key for key in CHECKPOINT_KEYS if key not in state]

@@ -225,7 +225,7 @@ def _resume(cfg, run_dir, splits, device, state: runs.RunState) -> runs.RunState
     A resumed run keeps the thread count it started with (it changes the last bits of the
     results) and warns when it resumes on another device, torch or asymbp version."""
     now = state.execution
-    checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT, device)
+    checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT)
     if checkpoint is None:
         return state
     try:
@@ -263,7 +263,7 @@ def _train(cfg, run_dir, splits, state: runs.RunState, on_epoch_end, logger) -> 
     n_align = min(cfg.alignment_batch, splits.train[1].numel())
     align_batch = (splits.normalize(splits.train[0][:n_align]), splits.train[1][:n_align])
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
-    eval_args = (splits.normalize, cfg.eval_batch_size)
+    eval_args = (splits.normalize, cfg.eval_batch_size, cfg.precision)
     model, optimizer = state.model, state.optimizer
 
     for epoch in range(len(state.history) + 1, cfg.epochs + 1):
@@ -272,6 +272,7 @@ def _train(cfg, run_dir, splits, state: runs.RunState, on_epoch_end, logger) -> 
         result = train_epoch(
             model, optimizer, *splits.train, splits.normalize, cfg.batch_size, state.order,
             cfg.divergence_loss, progress=progress, description=f"epoch {epoch}/{cfg.epochs}",
+            precision=cfg.precision,
         )  # fmt: skip
         state.scheduler.step()
         row = {
@@ -362,6 +363,7 @@ def main(cfg: DictConfig) -> float:
     sweep = jobs.in_sweep()
     if sweep:
         jobs.end_with_parent()
+        cfg.device = jobs.job_device(cfg.device)  # several GPUs: shared round-robin
     if cfg.threads is None:
         cfg.threads = jobs.launcher_threads()
     try:
