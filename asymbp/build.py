@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
 from asymbp.data import DATASETS
+from asymbp.engine import PRECISIONS, set_tf32
 from asymbp.feedback import RULES, FeedbackRule
 from asymbp.layers import convert
 from asymbp.loggers import LOGGERS
@@ -76,7 +77,8 @@ def validate(cfg: DictConfig) -> None:
         cfg.train_subset is None or (isinstance(cfg.train_subset, int) and cfg.train_subset >= 1),
         "train_subset", cfg.train_subset, "null or an integer >= 1",
     )  # fmt: skip
-    _check(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device, "auto, cpu or cuda")
+    _check_device(cfg.device)
+    _check_precision(cfg.precision, cfg.device)
     _check(
         cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1),
         "threads", cfg.threads, "null or an integer >= 1",
@@ -96,8 +98,38 @@ def validate(cfg: DictConfig) -> None:
     _check_optimizer(cfg)
     _check_options("model", cfg.model, MODELS, CONTRACT)
     _check_options("dataset", cfg.dataset, DATASETS, ())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but no CUDA device is available: use device=auto or cpu")
+
+
+def _check_device(device) -> None:
+    """auto, cpu, cuda or cuda:K (K a visible GPU), and CUDA only where there is a GPU."""
+    allowed = "auto, cpu, cuda or cuda:K (K: a visible GPU's index)"
+    name = str(device)
+    index = name.removeprefix("cuda:")
+    ok = name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and index.isdigit())
+    _check(isinstance(device, str) and ok, "device", device, allowed)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={name!r} but no CUDA device is available: use device=auto or cpu"
+        )
+    if index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={name!r} but only {torch.cuda.device_count()} GPU(s) are visible: use "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}, or device=cuda"
+        )
+
+
+def _check_precision(precision, device) -> None:
+    """A value of engine.PRECISIONS; tf32 only where it can change anything (a CUDA GPU)."""
+    _check(
+        isinstance(precision, str) and precision in PRECISIONS,
+        "precision", precision, " | ".join(PRECISIONS),
+    )  # fmt: skip
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if PRECISIONS[precision].tf32 and on_cpu:
+        raise ConfigError(
+            "precision='tf32' needs an NVIDIA GPU (on the CPU it is fp32 under another run "
+            "directory): use precision=fp32, or bf16 for reduced precision on the CPU"
+        )
 
 
 @functools.cache
@@ -207,14 +239,22 @@ def _check_options(group: str, node: DictConfig, registry, provided: tuple[str, 
 
 
 def select_device(name: str) -> torch.device:
+    """The torch device of the `device` key; a CUDA device becomes the process's current one, so
+    that nothing (cuDNN handles, the allocator) lands on another GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    return device
 
 
 def configure_torch(cfg: DictConfig) -> None:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    set_tf32(PRECISIONS[cfg.precision].tf32)
     if cfg.deterministic:
         # cuBLAS needs this workspace setting before its first use to be deterministic.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -1,5 +1,5 @@
-"""A training run as one job of a Hydra `-m` sweep: its thread budget, its failure record, and its
-end when the sweep's process ends.
+"""A training run as one job of a Hydra `-m` sweep: its thread budget, its GPU, its failure record,
+and its end when the sweep's process ends.
 
 The sweeper (hydra_plugins/asymbp_sweeper) runs every job even when some fail, then exits
 non-zero listing them; a job that fails with a one-line error raises `JobFailed` after
@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
@@ -52,6 +53,23 @@ def launcher_threads() -> int | None:
     if "submitit_launcher" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
     return None
+
+
+def round_robin(device: str, job_num: int, gpus: int) -> str:
+    """The device of job `job_num` of a sweep on a machine with `gpus` visible GPUs: job k takes
+    cuda:(k mod gpus) when its device is auto or cuda and there are several GPUs; otherwise
+    `device` as it is (cpu, a GPU named by index, one GPU, none)."""
+    if device not in ("auto", "cuda") or gpus < 2:
+        return device
+    return f"cuda:{job_num % gpus}"
+
+
+def job_device(device: str) -> str:
+    """round_robin over this machine's visible GPUs (CUDA_VISIBLE_DEVICES applies) for the
+    current sweep job (Hydra's job number); `device` unchanged outside a sweep."""
+    if not in_sweep() or device not in ("auto", "cuda"):
+        return device
+    return round_robin(device, HydraConfig.get().job.num, torch.cuda.device_count())
 
 
 def end_with_parent() -> bool:

@@ -21,7 +21,7 @@ from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 from test_safety import ctrl_c_after_the_first_checkpoint, lock_held_elsewhere
 
-from asymbp import runs
+from asymbp import jobs, runs
 from asymbp.build import make_scheduler, validate
 from asymbp.config import ConfigError
 from asymbp.report.cli import main as aggregate
@@ -205,8 +205,9 @@ def done_runs(root):
             "hydra.launcher.tasks_per_node=1",
             "hydra.launcher.cpus_per_task=1",
         ],
+        ["hydra/launcher=gpu", "hydra.launcher.n_jobs=2", "device=cpu"],
     ],
-    ids=["joblib", "submitit_local"],
+    ids=["joblib", "submitit_local", "gpu"],
 )
 def test_parallel_launchers_finish_a_small_sweep(tmp_path, launcher):
     out = tmp_path / "outputs"
@@ -217,7 +218,55 @@ def test_parallel_launchers_finish_a_small_sweep(tmp_path, launcher):
     done = done_runs(out)
     assert [name.split("_")[3] for name in done] == ["bp", "usf"]
     threads = {OmegaConf.load(p).threads for p in out.rglob("config.yaml")}
-    assert threads == {1}  # 2 cores / 2 joblib jobs, or submitit's cpus_per_task
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}  # cores / 2 jobs, or cpus_per_task
+
+
+def test_the_gpu_launcher_runs_n_at_a_time_one_at_a_time_handed_out():
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("JoblibLauncher") and launcher.n_jobs == 8
+    assert str(launcher.batch_size) == "1"  # the last runs never wait behind a batch
+
+
+@pytest.mark.parametrize(
+    "device, job, gpus, expected",
+    [
+        ("auto", 5, 4, "cuda:1"),  # job k on GPU k mod 4
+        ("cuda", 0, 2, "cuda:0"),
+        ("cuda", 3, 2, "cuda:1"),
+        ("auto", 7, 1, "auto"),  # one GPU, or none: nothing to share
+        ("auto", 7, 0, "auto"),
+        ("cpu", 3, 4, "cpu"),  # asked for the CPU
+        ("cuda:2", 0, 4, "cuda:2"),  # asked for one GPU by index
+    ],
+)
+def test_sweep_jobs_take_the_gpus_round_robin(device, job, gpus, expected):
+    assert jobs.round_robin(device, job, gpus) == expected
+
+
+def test_outside_a_sweep_the_device_is_left_as_given():
+    assert jobs.job_device("auto") == "auto" and jobs.job_device("cuda") == "cuda"
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("gpu", "device='gpu' is out of range: auto, cpu, cuda or cuda:K"),
+        ("cuda:x", "device='cuda:x' is out of range"),
+        ("cuda:-1", "device='cuda:-1' is out of range"),
+    ],
+)
+def test_a_bad_device_is_one_config_error(make_config, device, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(make_config(f"device={device}"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_a_gpu_is_refused(make_config, device):
+    with pytest.raises(ConfigError, match="no CUDA device is available: use device=auto or cpu"):
+        validate(make_config(f"device={device}"))
 
 
 @pytest.mark.slow
@@ -388,10 +437,12 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_killing_a_joblib_sweep_ends_its_workers(tmp_path):
+@pytest.mark.parametrize("launcher", ["joblib", "gpu"])
+def test_killing_a_joblib_sweep_ends_its_workers(tmp_path, launcher):
+    """Both runs train at once, each in its own worker process, and die with the sweep."""
     out = tmp_path / "outputs"
     args = [
-        sys.executable, "-m", "asymbp.train", "-m", "hydra/launcher=joblib",
+        sys.executable, "-m", "asymbp.train", "-m", f"hydra/launcher={launcher}",
         "hydra.launcher.n_jobs=2", "seed=0,1", *SMALL, "epochs=1000", "progress=false",
         f"output_root={out}", "exp_name=orphans",
     ]  # fmt: skip
