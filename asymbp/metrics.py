@@ -116,10 +116,15 @@ def _backward_at_layers(model, inputs, targets, loss_fn):
         with _rng_untouched(model), _buffers_untouched(model), torch.enable_grad():
             loss = loss_fn(model(inputs), targets)
             names = list(captured)
-            weights = [dict(layers)[n].weight for n in names]
-            grads = torch.autograd.grad(
-                loss, [captured[n] for n in names] + weights, allow_unused=True
+            # The Parameter holding each W (an attention's packed in_proj_weight: W's rows).
+            sources = [dict(layers)[n].weight_source() for n in names]
+            weights = [source for source, _ in sources]
+            grads = list(
+                torch.autograd.grad(loss, [captured[n] for n in names] + weights, allow_unused=True)
             )
+            for i, (source, rows) in enumerate(sources, start=len(names)):
+                if rows is not None and grads[i] is not None:
+                    grads[i], weights[i - len(names)] = grads[i][rows], source[rows]
     finally:
         for handle in handles:
             handle.remove()

@@ -57,13 +57,17 @@ SIGN_OF = ("gradient", "update")
 
 
 def layer_weights(model: nn.Module) -> list[nn.Parameter]:
-    """The weights of every Linear and Conv layer (not biases, not normalization parameters), and
-    the learned V of Kolen-Pollack layers, which take exactly W's step."""
+    """The weights of every Linear and Conv layer and attention projection (not biases, not
+    normalization parameters), and the learned V of Kolen-Pollack layers, which take exactly W's
+    step."""
     weights = []
     for m in model.modules():
         if isinstance(m, nn.Linear | nn.modules.conv._ConvNd) and m.weight is not None:
             weights.append(m.weight)
-            weights += getattr(m, "feedback_parameters", list)()
+        if isinstance(m, nn.MultiheadAttention):  # its query/key/value projections
+            projections = (m.in_proj_weight, m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)
+            weights += [w for w in projections if w is not None]
+        weights += getattr(m, "feedback_parameters", list)()  # layers' and projections' learned V
     return weights
 
 

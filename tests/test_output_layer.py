@@ -133,9 +133,9 @@ def test_several_heads_or_none_is_a_one_line_error_naming_the_key():
             self.inner(x)
             return x.sum(1, keepdim=True)
 
-    with pytest.raises(ValueError, match="no Linear/Conv2d layer"):
+    with pytest.raises(ValueError, match="no covered layer"):
         asymbp.convert(Residue(), "usf", last_layer_bp=True, example_input=torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="'nope' is not a Linear/Conv2d layer"):
+    with pytest.raises(ValueError, match="'nope' is not a layer convert covers"):
         asymbp.convert(TwoHeads(), "usf", output_layer="nope", example_input=torch.zeros(2, 4))
     # without last_layer_bp, several heads are fine (nothing asks for "the" output layer)
     asymbp.convert(TwoHeads(), "usf", example_input=torch.zeros(2, 4))
@@ -174,7 +174,7 @@ def test_output_layer_key_is_validated_and_reaches_convert_and_batch_manhattan()
     with pytest.raises(ConfigError, match="output_layer=3 is out of range"):
         validate(compose_config("output_layer=3"))
     cfg = compose_config("model=mlp", "output_layer=nope")
-    with pytest.raises(ConfigError, match="'nope' is not a Linear/Conv2d layer"):
+    with pytest.raises(ConfigError, match="'nope' is not a layer convert covers"):
         make_model(cfg, (1, 8, 8), 10)
     cfg = compose_config("model=mlp", "norm=bn_bm", "norm.scope=hidden")
     model = make_model(cfg, (1, 8, 8), 10)
