@@ -1,13 +1,16 @@
-"""Architectures, built from plain nn.Conv2d / nn.Linear (`asymbp.convert` makes them asymmetric).
+"""Architectures, built from plain nn.Conv2d / nn.Linear / nn.MultiheadAttention (`asymbp.convert`
+makes them asymmetric).
 
 Every model takes the same four contract arguments (in_channels, image_size, num_classes,
 batch_norm). With batch_norm=True a BatchNorm layer follows every conv/linear layer except the
-output layer; with False there is no normalization layer at all. The output layer is the one that
+output layer; with False there is no normalization layer at all (the ViT, whose LayerNorms are
+part of the architecture, refuses batch_norm=True). The output layer is the one that
 produces the logits (`convert` finds it from a forward pass).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 import torch
@@ -325,3 +328,111 @@ def lenet5(
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
     return model
+
+
+# ------------------------------------------------------------------------------------------- vit
+
+
+class EncoderBlock(nn.Module):
+    """A pre-norm Transformer block: x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x))."""
+
+    asymbp_residual = True  # shortcuts around the attention and the MLP (DFA refuses them)
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        hidden = int(round(width * mlp_ratio))
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(width, hidden), act=nn.GELU(), drop=nn.Dropout(dropout),
+                fc2=nn.Linear(hidden, width),
+            )
+        )  # fmt: skip
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.drop(self.attn(y, y, y, need_weights=False)[0])
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    """Patches embedded by a strided convolution, a class token (or mean pooling), learned
+    position embeddings, pre-norm encoder blocks, a final LayerNorm and a linear head."""
+
+    def __init__(
+        self, in_channels: int, image_size: int, num_classes: int, patch_size: int, width: int,
+        depth: int, heads: int, mlp_ratio: float, pool: str, dropout: float,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        tokens = (image_size // patch_size) ** 2
+        self.pool = pool
+        self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens + (pool == "cls"), width))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.Sequential(
+            *(EncoderBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        )
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, tokens, width)
+        if self.class_token is not None:
+            x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.blocks(x + self.pos_embed)
+        x = self.norm(x)
+        return self.head(x[:, 0] if self.class_token is not None else x.mean(dim=1))
+
+
+VIT_POOLS = ("cls", "mean")
+
+
+@register_model("vit")
+def vit(
+    *,
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    batch_norm: bool,
+    patch_size: int = 4,
+    width: int = 64,
+    depth: int = 4,
+    heads: int = 4,
+    mlp_ratio: float = 2.0,
+    pool: str = "cls",
+    dropout: float = 0.0,
+) -> nn.Module:
+    """A small Vision Transformer (Dosovitskiy et al. 2021) for 28-64 px images (ours: sized to
+    train on a CPU in minutes). LayerNorm is part of the architecture (pre-norm blocks), so
+    batch_norm=True (norm=bn, bn_bm) is refused: use norm=none or norm=bm."""
+    if batch_norm:
+        raise ValueError(
+            "vit normalizes with LayerNorm in every block; norm=bn and bn_bm would add nothing "
+            "the paper defines: use norm=none (LayerNorm only) or norm=bm (with Batch Manhattan)"
+        )
+    for key, value in (("patch_size", patch_size), ("width", width), ("depth", depth),
+                       ("heads", heads)):  # fmt: skip
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"vit: {key} must be an integer >= 1, got {value!r}")
+    if image_size % patch_size:
+        raise ValueError(
+            f"vit: patch_size={patch_size} does not divide the {image_size}x{image_size} images "
+            f"(try {', '.join(str(p) for p in range(2, 9) if image_size % p == 0)})"
+        )
+    if width % heads:
+        raise ValueError(f"vit: heads={heads} must divide width={width}")
+    if not (isinstance(mlp_ratio, int | float) and not isinstance(mlp_ratio, bool)
+            and mlp_ratio > 0):  # fmt: skip
+        raise ValueError(f"vit: mlp_ratio must be a number > 0, got {mlp_ratio!r}")
+    if pool not in VIT_POOLS:
+        raise ValueError(f"vit: pool must be one of {list(VIT_POOLS)}, not {pool!r}")
+    if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
+        raise ValueError(f"vit: dropout must be in [0, 1), got {dropout!r}")
+    return VisionTransformer(
+        in_channels, image_size, num_classes, patch_size, width, depth, heads, float(mlp_ratio),
+        pool, float(dropout),
+    )  # fmt: skip

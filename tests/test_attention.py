@@ -8,6 +8,7 @@ import copy
 import math
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -389,3 +390,19 @@ def test_every_rule_trains_an_encoder_layer():
         model = converted(model, rule, example, **options)
         grads = grads_of(model, (example,))
         assert all(torch.isfinite(g).all() for g in grads.values()), rule
+
+
+def test_a_vit_run_records_alignment_per_projection_block_by_block(make_config):
+    from asymbp import runs
+    from asymbp.train import run
+
+    args = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "epochs=2"]
+    cfg = make_config(*args, "model=vit", "model.depth=2", "norm=bm", "feedback=frsf")
+    metrics = run(cfg)
+    assert not metrics["diverged"] and metrics["epochs_completed"] == 2
+    columns = list(pd.read_csv(runs.run_directory(cfg) / "history.csv"))
+    layers = [c.split("/", 1)[1] for c in columns if c.startswith("angle_error/")]
+    block = [f"blocks.0.{p}" for p in
+             ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "mlp.fc1", "mlp.fc2")]
+    assert layers[:7] == ["patch_embed", *block] and layers[-1] == "head"  # fmt: skip
+    assert len(layers) == 1 + 2 * 6 + 1

@@ -22,12 +22,15 @@ SHAPES = {
     "resnet56": [(3, 32)],
     "resnet18": [(1, 28), (3, 32), (3, 96)],
     "lenet5": [(1, 28), (3, 32)],
+    "vit": [(1, 8), (1, 28), (3, 32)],
 }
+#: Models whose normalization (LayerNorm) is part of the architecture: they refuse batch_norm.
+LAYER_NORM_MODELS = {"vit"}
 CASES = [
     (name, channels, size, batch_norm)
     for name, shapes in SHAPES.items()
     for channels, size in shapes
-    for batch_norm in (False, True)
+    for batch_norm in ((False,) if name in LAYER_NORM_MODELS else (False, True))
 ]
 
 
@@ -56,9 +59,13 @@ def test_output_shape_norm_layers_and_output_layer(name, channels, size, batch_n
     model = build(name, channels, size, batch_norm)
     layers = weight_layers(model)
     norms = [m for m in model.modules() if isinstance(m, NORM_TYPES)]
-    # Every model, the resnets included (their 1x1 projection shortcuts too), has one BN per
-    # conv/linear layer except the output layer, and none at all without BN.
-    assert len(norms) == (len(layers) - 1 if batch_norm else 0)
+    if name in LAYER_NORM_MODELS:  # two LayerNorms per block and one before the head
+        blocks = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+        assert len(norms) == 2 * len(blocks) + 1 and all(isinstance(m, nn.LayerNorm) for m in norms)
+    else:
+        # Every model, the resnets included (their 1x1 projection shortcuts too), has one BN per
+        # conv/linear layer except the output layer, and none at all without BN.
+        assert len(norms) == (len(layers) - 1 if batch_norm else 0)
 
     # The last Linear/Conv2d in named_modules order is the one that produces the logits.
     last_name, last = layers[-1]
@@ -173,6 +180,12 @@ def test_lenet5_xavier_init_is_biotorchs():
         ("lenet5", {"activation": "gelu"}, ValueError, "activation must be one of"),
         ("lenet5", {"init": "he"}, ValueError, "init must be one of"),
         ("mlp", {"hidden": [4, 0]}, ValueError, "hidden widths must be >= 1"),
+        ("vit", {"batch_norm": True}, ValueError, "vit normalizes with LayerNorm in every block"),
+        ("vit", {"patch_size": 5}, ValueError, r"patch_size=5 does not divide .* \(try 2, 4, 7\)"),
+        ("vit", {"heads": 3}, ValueError, "heads=3 must divide width=64"),
+        ("vit", {"pool": "max"}, ValueError, r"pool must be one of \['cls', 'mean'\]"),
+        ("vit", {"depth": 0}, ValueError, "depth must be an integer >= 1"),
+        ("vit", {"mlp_ratio": True}, ValueError, "mlp_ratio must be a number > 0"),
     ],
 )
 def test_bad_arguments_are_clear_errors(name, options, error, match):
@@ -190,14 +203,18 @@ def test_bad_arguments_are_clear_errors(name, options, error, match):
         ("resnet20", 3, 16),
         ("resnet18", 3, 16),
         ("lenet5", 1, 28),
+        ("vit", 1, 28),
     ],
 )
 def test_usf_conversion_and_backward(name, channels, size, batch_norm):
+    if batch_norm and name in LAYER_NORM_MODELS:
+        pytest.skip("vit refuses batch_norm (test_bad_arguments_are_clear_errors)")
     model = build(name, channels, size, batch_norm)
     reference = copy.deepcopy(model)
     convert(model, "usf", seed=0)
     asym = asymmetric_layers(model)
-    assert len(asym) == len(weight_layers(reference))
+    attention = [m for m in reference.modules() if isinstance(m, nn.MultiheadAttention)]
+    assert len(asym) == len(weight_layers(reference)) + 3 * len(attention)  # + q, k, v each
     x = torch.randn(4, channels, size, size)
     target = torch.arange(4) % NUM_CLASSES
     for net in (model, reference):
@@ -210,3 +227,17 @@ def test_usf_conversion_and_backward(name, channels, size, batch_norm):
     last_name, first_name = asym[-1][0], asym[0][0]
     assert torch.allclose(grads[f"{last_name}.weight"], ref_grads[f"{last_name}.weight"].grad)
     assert not torch.allclose(grads[f"{first_name}.weight"], ref_grads[f"{first_name}.weight"].grad)
+
+
+def test_vit_layout_options_and_forward_order():
+    model = build("vit", 1, 28, False, patch_size=7, width=32, depth=2, heads=2, pool="mean")
+    assert model.class_token is None and model.pos_embed.shape == (1, 16, 32)
+    assert model.patch_embed.stride == (7, 7) and len(model.blocks) == 2
+    assert model.blocks[0].mlp.fc1.out_features == 64  # mlp_ratio 2.0
+    convert(model, "frsf", seed=0, example_input=torch.zeros(2, 1, 28, 28))
+    names = [name for name, _ in asymmetric_layers(model)]
+    block = [f"blocks.0.attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")]
+    assert names[:7] == ["patch_embed", *block, "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
+    assert names[-1] == "head" and len(names) == 1 + 2 * 6 + 1
+    cls = build("vit", 3, 32, False)
+    assert cls.class_token.shape == (1, 1, 64) and cls.pos_embed.shape == (1, 65, 64)
