@@ -9,7 +9,7 @@ import os
 from pathlib import PurePosixPath
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
 from asymbp.data import DATASETS
@@ -29,7 +29,9 @@ from asymbp.registry import options_of
 from asymbp.runs import NAME_MAX
 
 #: feedback keys that configure the conversion, not the rule object.
-RULE_KEYS = ("name", "last_layer_bp")
+RULE_KEYS = ("name", "last_layer_bp", "modules")
+#: How feedback.modules is written (the error for a malformed one shows it).
+MODULES_EXAMPLE = "feedback.modules='[{match: \"*attn*\", name: bp}]'"
 #: The keys of a norm config (read by make_model and make_optimizer).
 NORM_KEYS = ("name", "batch_norm", "batch_manhattan", "scope", "sign_of")
 #: Seeds go to torch.manual_seed and torch.Generator.manual_seed (64-bit).
@@ -94,6 +96,7 @@ def validate(cfg: DictConfig) -> None:
     )  # fmt: skip
     _check_exp_name(cfg.exp_name)
     feedback_rule(cfg)
+    module_rules(cfg)
     LOGGERS.get_or_fail(cfg.logger.name)
     _check_optimizer(cfg)
     _check_options("model", cfg.model, MODELS, CONTRACT)
@@ -194,6 +197,33 @@ def feedback_rule(cfg: DictConfig) -> FeedbackRule:
     return RULES.build_from(cfg.feedback, skip=RULE_KEYS)
 
 
+def module_rules(cfg: DictConfig) -> list[tuple[str, FeedbackRule]]:
+    """feedback.modules as convert's (pattern, rule) pairs: each entry a mapping with `match` (a
+    layer-name pattern) and `name` (a rule) and the rule's options; ConfigError naming the entry
+    otherwise. Whether each pattern matches a layer is checked when the model is built."""
+    entries = cfg.feedback.get("modules")
+    if entries is None:
+        return []
+    if not isinstance(entries, ListConfig | list):
+        raise ConfigError(
+            f"feedback.modules must be a list of {{match: PATTERN, name: RULE, ...}}, e.g. "
+            f"{MODULES_EXAMPLE}; got {entries!r}"
+        )
+    pairs = []
+    for index, entry in enumerate(entries):
+        where = f"feedback.modules[{index}]"
+        if not isinstance(entry, DictConfig | dict) or "name" not in entry:
+            raise ConfigError(f"{where} needs a match and a name, e.g. {MODULES_EXAMPLE}")
+        pattern = entry.get("match")
+        _check(isinstance(pattern, str) and pattern != "", f"{where}.match", pattern,
+               "a layer-name pattern, e.g. '*attn*' or 'blocks.0.*'")  # fmt: skip
+        try:
+            pairs.append((pattern, RULES.build_from(entry, skip=("match",))))
+        except (ValueError, TypeError) as error:  # ConfigError included: say which entry
+            raise ConfigError(f"{where}: {error}") from None
+    return pairs
+
+
 def _optimizer_choice(cfg: DictConfig) -> tuple[type[torch.optim.Optimizer], dict]:
     """The torch optimizer class of optimizer.name and its keyword arguments (without lr)."""
     kwargs = {
@@ -288,6 +318,7 @@ def make_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) 
             model,
             feedback_rule(cfg),
             last_layer_bp=cfg.feedback.last_layer_bp,
+            modules=module_rules(cfg),
             seed=cfg.seed,
             example_input=torch.zeros(2, *input_shape),
             output_layer=cfg.output_layer,

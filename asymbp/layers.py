@@ -11,9 +11,10 @@ error at the model's output, captured by `GlobalError`.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -473,11 +474,7 @@ class AsymmetricMultiheadAttention(nn.MultiheadAttention):
 
 
 def _twin(module: nn.Module, rule: FeedbackRule, generator: torch.Generator) -> nn.Module:
-    """The asymmetric twin of a Linear or ConvNd, sharing its very Parameter objects; an
-    nn.MultiheadAttention becomes an AsymmetricMultiheadAttention in place (its class changes, its
-    Parameters, buffers and hooks stay) with a projection for each of query, key and value."""
-    if isinstance(module, nn.MultiheadAttention):
-        return _attention_twin(module, rule, generator)
+    """The asymmetric twin of a Linear or ConvNd, sharing its very Parameter objects."""
     if isinstance(module, nn.Linear):
         twin = AsymmetricLinear(
             module.in_features, module.out_features, bias=module.bias is not None, device="meta"
@@ -504,8 +501,11 @@ def _twin(module: nn.Module, rule: FeedbackRule, generator: torch.Generator) -> 
 
 
 def _attention_twin(
-    module: nn.MultiheadAttention, rule: FeedbackRule, generator: torch.Generator
+    module: nn.MultiheadAttention, rules: dict[str, FeedbackRule], generator: torch.Generator
 ) -> nn.MultiheadAttention:
+    """`module` made an AsymmetricMultiheadAttention in place (its class changes; its Parameters,
+    buffers and hooks stay) with a projection for each of query, key and value, each with its
+    rule (`rules` by projection name: q_proj, k_proj, v_proj)."""
     module.__class__ = AsymmetricMultiheadAttention
     embed = module.embed_dim
     for index, name in enumerate(("q", "k", "v")):
@@ -515,7 +515,7 @@ def _attention_twin(
         else:
             projection = AsymmetricProjection(module, f"{name}_proj_weight", None, rows)
         projection.train(module.training)
-        projection._setup_feedback(rule, generator)
+        projection._setup_feedback(rules[f"{name}_proj"], generator)
         setattr(module, f"{name}_proj", projection)
     return module
 
@@ -772,6 +772,7 @@ def convert(
     example_input=None,
     output_layer: str | None = None,
     strict: bool = False,
+    modules: Sequence[tuple[str, str | FeedbackRule]] = (),
     **options,
 ) -> nn.Module:
     """Replace, in place, every nn.Linear, nn.Conv1d, nn.Conv2d and nn.Conv3d of `model` by its
@@ -780,7 +781,13 @@ def convert(
     Parameter objects, so that checkpoints, optimizers and state_dict keys for W stay valid.
 
     feedback: a rule name of `asymbp.feedback.RULES` (or a rule object); options go to the rule.
-    last_layer_bp: keep exact backpropagation in the output layer, as Xiao et al. (2018) do. Off by
+    modules: rules chosen per layer: (pattern, rule name or object) pairs, matched in order
+        against each layer's name with fnmatch (`*` matches anything, dots included; an
+        attention's projections are `<attention>.q_proj`, `k_proj`, `v_proj`, `out_proj`); the
+        first match wins and unmatched layers take `feedback`. A pattern that matches no layer is
+        a ValueError (a typo would otherwise change nothing).
+    last_layer_bp: keep exact backpropagation in the output layer, as Xiao et al. (2018) do: the
+        pair (output layer, "bp") placed before `modules`. Off by
         default: the paper's choice is unknown. The output layer is the one that produces the
         model's output, found from a forward pass (`trace_layers`), not from registration order:
         on `example_input` when given, else on the model's first input (before that batch's
@@ -796,8 +803,7 @@ def convert(
     Returns `model`.
     """
     rule = make_rule(feedback, **options)
-    if rule.routes_global_error:
-        _check_chain(model, rule)
+    chosen = [(pattern, make_rule(choice)) for pattern, choice in modules]
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     # Offset so that seed s never replays torch.manual_seed(s)'s stream, which initialized W: with
@@ -823,9 +829,27 @@ def convert(
             if last_layer_bp or output_layer is not None:
                 raise  # only what asks for "the" output layer needs a single one
         setattr(model, OUTPUT_LAYER, exact_name)
+    names = _layer_names(layers)
+    for index, (pattern, _) in enumerate(chosen):
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ValueError(
+                f"modules[{index}]: {pattern!r} matches no layer; the layers are {names}"
+            )
+
+    def rule_for(name: str) -> FeedbackRule:
+        if last_layer_bp and name == exact_name:
+            return make_rule("bp")
+        return next((r for pattern, r in chosen if fnmatch.fnmatchcase(name, pattern)), rule)
+
+    global_rules = {rule_for(name) for name in names if rule_for(name).routes_global_error}
+    for global_rule in global_rules:
+        _check_chain(model, global_rule)
     for name, module in layers:
-        layer_rule = make_rule("bp") if last_layer_bp and name == exact_name else rule
-        twin = _twin(module, layer_rule, generator)
+        if isinstance(module, nn.MultiheadAttention):
+            rules = {p: rule_for(f"{name}.{p}") for p in PROJECTIONS[:3]}
+            twin = _attention_twin(module, rules, generator)
+        else:
+            twin = _twin(module, rule_for(name), generator)
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, twin)
     if example_input is not None:
@@ -837,12 +861,24 @@ def convert(
     elif example_input is None:  # output layer given: only the uncovered weights are left
         hook = _FindAtFirstForward(last_layer_bp, strict=strict, report=True, trace=False)
         model.register_forward_pre_hook(hook, with_kwargs=True)
-    if rule.routes_global_error:
+    global_layers = [
+        layer for _, layer in asymmetric_layers(model) if layer.feedback_rule.routes_global_error
+    ]
+    if global_layers:
         global_error = GlobalError()
         model.register_forward_hook(global_error)
-        for _, layer in asymmetric_layers(model):
+        for layer in global_layers:
             layer.global_error = global_error
     return model
+
+
+def _layer_names(layers: list[tuple[str, nn.Module]]) -> list[str]:
+    """The names a rule can be chosen for: each layer's, an attention's q/k/v projections'."""
+    names = []
+    for name, module in layers:
+        attention = isinstance(module, nn.MultiheadAttention)
+        names += [f"{name}.{p}" for p in PROJECTIONS[:3]] if attention else [name]
+    return names
 
 
 class _FindAtFirstForward:

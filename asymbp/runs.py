@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import warnings
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ NON_IDENTITY_KEYS = (
 )
 #: Keys added after runs were made, left out of the identity while they keep their default, so
 #: that finished runs keep their directories.
-OMITTED_AT_DEFAULT = {"output_layer": None, "precision": "fp32"}
+OMITTED_AT_DEFAULT = {"output_layer": None, "precision": "fp32", "feedback.modules": None}
+#: At most this many characters of a run name describe feedback.modules (the hash has the rest).
+MODULES_LABEL_MAX = 40
 DONE = "DONE"
 FAILED = "FAILED"
 CONFIG = "config.yaml"
@@ -109,16 +112,22 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("hydra", None)
     for dotted in NON_IDENTITY_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    for key, default in OMITTED_AT_DEFAULT.items():
-        if key in data and data[key] == default:
-            del data[key]
+        node, leaf = _parent(data, dotted)
+        node.pop(leaf, None)
+    for dotted, default in OMITTED_AT_DEFAULT.items():
+        node, leaf = _parent(data, dotted)
+        if leaf in node and node[leaf] == default:
+            del node[leaf]
     return _canonical(data)
+
+
+def _parent(data: dict, dotted: str) -> tuple[dict, str]:
+    """The mapping that holds a dotted key's leaf (an empty one where a parent is missing)."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return (node if isinstance(node, dict) else {}), leaf
 
 
 def _name_value(value) -> str:
@@ -129,14 +138,28 @@ def _name_value(value) -> str:
     )
 
 
+def modules_label(entries) -> str:
+    """feedback.modules in a run name: `+<rule>@<pattern's letters and digits>` per entry, e.g.
+    `+bp@attn` for [{match: "*attn*", name: bp}] ("" for none)."""
+    if not entries:
+        return ""
+    label = "".join(
+        f"+{entry['name']}@{re.sub('[^A-Za-z0-9]', '', str(entry['match'])) or 'all'}"
+        for entry in entries
+    )
+    return label[:MODULES_LABEL_MAX]
+
+
 def run_id(cfg: DictConfig) -> str:
     """Readable name plus a hash of the identity: digits_paper_cnn_sc0.5_bn_bm_sgd_s0_1a2b3c4d.
 
-    The feedback part carries the options the rule lists in its `name_options`."""
+    The feedback part carries the options the rule lists in its `name_options`, then the
+    per-module rules (`usf+bp@attn`)."""
     digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
     rule = RULES.get(cfg.feedback.name)
     options = rule.name_options if rule is not None else ()
     feedback = cfg.feedback.name + "-".join(_name_value(cfg.feedback[key]) for key in options)
+    feedback += modules_label(cfg.feedback.get("modules"))
     parts = [cfg.dataset.name, cfg.model.name, feedback, cfg.norm.name, cfg.optimizer.name]
     return "_".join(parts + [f"s{cfg.seed}", digest])
 

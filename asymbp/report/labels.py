@@ -3,6 +3,7 @@ stabilizations and datasets, and how a rule, a stabilization or a config value i
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -22,6 +23,8 @@ ORDERS = {
 #: Table headers of the label columns that are not named after their key.
 HEADERS = {"feedback": "rule", "norm": "stabilization"}
 CONCORDANCE = "feedback.concordance"
+#: The per-module rules, shown as `pattern: rule; ...`.
+MODULES = "feedback.modules"
 #: --metric choice -> how tables and figures say which test error they show.
 METRIC_TEXT = {
     "final": "at the last epoch",
@@ -70,6 +73,9 @@ def value_label(key: str, value: object) -> str:
         return ""
     if key == "norm":
         return NORM_LABELS.get(value, str(value))
+    if key == MODULES:  # runs.csv holds it as JSON: [{"match": "*attn*", "name": "bp"}]
+        entries = json.loads(value) if isinstance(value, str) else value
+        return "; ".join(f"{e['match']}: {e['name']}" for e in entries)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
