@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from asymbp import finetune
 from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
 from asymbp.data import DATASETS
 from asymbp.engine import PRECISIONS, set_tf32
@@ -97,6 +98,7 @@ def validate(cfg: DictConfig) -> None:
     _check_exp_name(cfg.exp_name)
     feedback_rule(cfg)
     module_rules(cfg)
+    finetune.check(cfg)
     LOGGERS.get_or_fail(cfg.logger.name)
     _check_optimizer(cfg)
     _check_options("model", cfg.model, MODELS, CONTRACT)

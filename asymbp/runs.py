@@ -51,7 +51,9 @@ NON_IDENTITY_KEYS = (
 )
 #: Keys added after runs were made, left out of the identity while they keep their default, so
 #: that finished runs keep their directories.
-OMITTED_AT_DEFAULT = {"output_layer": None, "precision": "fp32", "feedback.modules": None}
+OMITTED_AT_DEFAULT = {
+    "output_layer": None, "precision": "fp32", "feedback.modules": None, "init_from": None
+}  # fmt: skip
 #: At most this many characters of a run name describe feedback.modules (the hash has the rest).
 MODULES_LABEL_MAX = 40
 DONE = "DONE"
@@ -118,6 +120,8 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
         node, leaf = _parent(data, dotted)
         if leaf in node and node[leaf] == default:
             del node[leaf]
+    if isinstance(data.get("init_from"), str):  # a run directory: by its name, the same anywhere
+        data["init_from"] = Path(data["init_from"]).name
     return _canonical(data)
 
 
@@ -150,16 +154,25 @@ def modules_label(entries) -> str:
     return label[:MODULES_LABEL_MAX]
 
 
+def _init_label(init_from) -> str:
+    """init_from in a run name: `-from-<the source's rule>`, `-from-run` for a directory."""
+    if init_from is None:
+        return ""
+    if isinstance(init_from, str):
+        return "-from-run"
+    return f"-from-{init_from.get('feedback', 'same')}"
+
+
 def run_id(cfg: DictConfig) -> str:
     """Readable name plus a hash of the identity: digits_paper_cnn_sc0.5_bn_bm_sgd_s0_1a2b3c4d.
 
     The feedback part carries the options the rule lists in its `name_options`, then the
-    per-module rules (`usf+bp@attn`)."""
+    per-module rules (`usf+bp@attn`) and the run it starts from (`usf-from-bp`)."""
     digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
     rule = RULES.get(cfg.feedback.name)
     options = rule.name_options if rule is not None else ()
     feedback = cfg.feedback.name + "-".join(_name_value(cfg.feedback[key]) for key in options)
-    feedback += modules_label(cfg.feedback.get("modules"))
+    feedback += modules_label(cfg.feedback.get("modules")) + _init_label(cfg.get("init_from"))
     parts = [cfg.dataset.name, cfg.model.name, feedback, cfg.norm.name, cfg.optimizer.name]
     return "_".join(parts + [f"s{cfg.seed}", digest])
 

@@ -26,7 +26,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from asymbp import jobs, loggers, plugins, runs
+from asymbp import finetune, jobs, loggers, plugins, runs
 from asymbp.build import (
     ConfigError,
     configure_torch,
@@ -144,10 +144,15 @@ def _skipped(run_dir: Path, metrics: dict) -> dict:
     return metrics
 
 
-def _fresh_state(cfg: DictConfig, splits: Splits, device: torch.device) -> runs.RunState:
-    """Model, optimizer, scheduler and data order of a run's start, seeded by cfg.seed."""
+def _fresh_state(
+    cfg: DictConfig, splits: Splits, device: torch.device, source: Path | None = None
+) -> runs.RunState:
+    """Model, optimizer, scheduler and data order of a run's start, seeded by cfg.seed; the
+    model's weights those of the `source` run (init_from) when there is one."""
     torch.manual_seed(cfg.seed)
     model = make_model(cfg, splits.input_shape, splits.num_classes).to(device)
+    if source is not None:
+        finetune.load_weights(model, source)
     optimizer = make_optimizer(cfg, model)
     update_feedback_after_steps(model, optimizer)  # weight mirror: V learns between steps
     scheduler = make_scheduler(cfg, optimizer)
@@ -195,10 +200,11 @@ def run(
     if not cfg.force and (metrics := runs.finished_metrics(run_dir)) is not None:
         return _skipped(run_dir, metrics)
 
+    source = finetune.prepare(cfg, run)  # init_from: the finished run to start from
     configure_torch(cfg)
     device = select_device(cfg.device)
     splits = Splits(cfg, device)
-    state = _fresh_state(cfg, splits, device)
+    state = _fresh_state(cfg, splits, device, source)
     _check_inputs(state.model, splits, cfg)
     with runs.RunLock(run_dir):
         # Another process may have finished it while this one was loading the data.
@@ -213,12 +219,12 @@ def run(
         with _logging_to(run_dir), loggers.open_logger(cfg, run_dir) as logger:
             if stale:
                 log.info("removed stale temporary files: %s", ", ".join(p.name for p in stale))
-            state = _resume(cfg, run_dir, splits, device, state)
+            state = _resume(cfg, run_dir, splits, device, state, source)
             diverged = _train(cfg, run_dir, splits, state, on_epoch_end, logger)
             return _record(cfg, run_dir, state, diverged, device)
 
 
-def _resume(cfg, run_dir, splits, device, state: runs.RunState) -> runs.RunState:
+def _resume(cfg, run_dir, splits, device, state: runs.RunState, source=None) -> runs.RunState:
     """The state from the run's checkpoint, or `state` (a fresh start) when there is none; a
     fresh start again when the checkpoint does not fit this model (a warning says why).
 
@@ -238,7 +244,7 @@ def _resume(cfg, run_dir, splits, device, state: runs.RunState) -> runs.RunState
             stacklevel=2,
         )
         log.info("checkpoint does not fit (%s): starting over", reason)
-        return _fresh_state(cfg, splits, device)
+        return _fresh_state(cfg, splits, device, source)
     started = state.execution
     if started.get("threads") and started["threads"] != now["threads"]:
         log.info("resuming with the %d threads the run started with", started["threads"])
