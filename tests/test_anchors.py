@@ -183,3 +183,7 @@ def test_imagenet_and_akrout_rows_are_the_published_numbers():
     cifar10 = {"bp": 48.18, "rndf": 42.96, "kp": 47.57, "wm": 46.2}
     assert values("mnist", "mlp") == (mnist, {"test_accuracy"})
     assert values("cifar10", "mlp") == (cifar10, {"test_accuracy"})
+    # Nakajima et al. 2022 (Nature Communications, doi:10.1038/s41467-022-35216-2), Table 2, ViT-3
+    # without fine tuning: BP and DFA ("DFA+BP" on CIFAR-10) test accuracy
+    assert values("cifar10", "vit") == ({"bp": 73.91, "dfa": 59.0}, {"test_accuracy"})
+    assert values("mnist", "vit") == ({"bp": 98.23, "dfa": 98.04}, {"test_accuracy"})

@@ -63,6 +63,8 @@ def settings(job: list[str]) -> dict[str, str]:
         ("biotorch_fashion_cpu", 26 * 3),  # its 23 conditions at the pilot's rates, 3 at two
         ("biotorch_fashion_protocol", 6),  # six rules without BN/BM, one seed
         ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 6) * 3),  # BN at biotorch's lr; BN+BM x 6 bm_lr
+        # (7 rules + sc + 2 per-module mixes + 2 fine-tunings) x (none, bm) x 3 seeds
+        ("transformer_rules", (7 + 1 + 2 + 2) * 2 * 3),
     ],
 )
 def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
