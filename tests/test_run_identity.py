@@ -25,12 +25,22 @@ def _leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
     return pairs
 
 
-def _override(key: str, value) -> str:
-    """++key=value in Hydra's override grammar (JSON covers numbers, lists, null and booleans);
-    ++ as presets add keys (optimizer.milestones) that a group's YAML does not have."""
+def _hydra(value) -> str:
+    """A value in Hydra's override grammar: quoted strings, JSON numbers, booleans and null, and
+    lists and dicts of them (dict keys bare: feedback.modules' [{match: '*attn*', name: 'bp'}])."""
     if isinstance(value, str):
-        return f"++{key}='{value}'"
-    return f"++{key}={json.dumps(value)}"
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_hydra(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_hydra(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+def _override(key: str, value) -> str:
+    """++key=value; ++ as presets add keys (optimizer.milestones) that a group's YAML does not
+    have."""
+    return f"++{key}={_hydra(value)}"
 
 
 def test_there_are_stored_runs_to_check():
