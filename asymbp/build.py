@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from asymbp import finetune
+from asymbp import finetune, robustness
 from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
 from asymbp.data import DATASETS
 from asymbp.engine import PRECISIONS, set_tf32
@@ -99,6 +99,8 @@ def validate(cfg: DictConfig) -> None:
     feedback_rule(cfg)
     module_rules(cfg)
     finetune.check(cfg)
+    if cfg.get("attack") is not None:
+        robustness.check(cfg.attack)
     LOGGERS.get_or_fail(cfg.logger.name)
     _check_optimizer(cfg)
     _check_options("model", cfg.model, MODELS, CONTRACT)

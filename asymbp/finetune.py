@@ -122,16 +122,12 @@ def prepare(cfg: DictConfig, train: Callable[[DictConfig], dict]) -> Path | None
                     flush=True,
                 )
                 time.sleep(WAIT_SECONDS)
-    if runs.finished_metrics(directory) is None:
-        raise ConfigError(
-            f"init_from={str(value)!r}: {directory} is not a finished run (no {runs.DONE}): "
-            "finish it first, or name it by its config, e.g. init_from='{feedback: bp}'"
-        )
-    if not (directory / runs.CHECKPOINT).is_file():
-        raise ConfigError(
-            f"init_from: {directory} has no {runs.CHECKPOINT} to take the weights from "
-            "(it was removed): run it again with force=true"
-        )
+    try:
+        runs.finished_model(directory)
+    except runs.RunError as error:
+        named = ", or name it by its config, e.g. init_from='{feedback: bp}'"
+        named = named if isinstance(value, str) else ""
+        raise ConfigError(f"init_from={str(value)!r}: {error}{named}") from None
     return directory
 
 

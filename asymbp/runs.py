@@ -48,6 +48,7 @@ NON_IDENTITY_KEYS = (
     "dataset.download",
     "logger",
     "plugins",
+    "attack",  # attacks read a finished run's model; they never change what it computed
 )
 #: Keys added after runs were made, left out of the identity while they keep their default, so
 #: that finished runs keep their directories.
@@ -218,6 +219,22 @@ def finished_metrics(run_dir: Path) -> dict | None:
             stacklevel=2,
         )
         return None
+
+
+def finished_model(run_dir: Path) -> dict:
+    """metrics.json of a finished run that still holds its checkpoint (its final model), which
+    fine-tuning and attacks read; RunError naming what is missing and the fix."""
+    metrics = finished_metrics(run_dir)
+    if metrics is None:
+        raise RunError(
+            f"{run_dir} is not a finished run (no {DONE}): finish it first (run its command again)"
+        )
+    if not (run_dir / CHECKPOINT).is_file():
+        raise RunError(
+            f"{run_dir} has no {CHECKPOINT} (it was removed): its model is gone; run it again "
+            "with force=true"
+        )
+    return metrics
 
 
 def write_error(path: Path, error: OSError) -> RunError:

@@ -26,7 +26,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from asymbp import finetune, jobs, loggers, plugins, runs
+from asymbp import finetune, jobs, loggers, plugins, robustness, runs
 from asymbp.build import (
     ConfigError,
     configure_torch,
@@ -39,6 +39,7 @@ from asymbp.build import (
 from asymbp.config import CONFIG_DIR, GROUPS
 from asymbp.data import DatasetError, Splits
 from asymbp.engine import evaluate, train_epoch
+from asymbp.evaluate import attack_runs
 from asymbp.feedback import RULES
 from asymbp.files import remove_stale_temps
 from asymbp.layers import update_feedback_after_steps
@@ -191,8 +192,18 @@ def run(
     The config is checked, the data loaded and the model built before anything is written or
     removed (force=true included); the run directory is then locked (runs.RunBusy if another
     process holds it). `on_epoch_end(epoch)` is called after each epoch is saved (tests use it to
-    interrupt a run).
+    interrupt a run). With `attack` chosen, the finished run is then attacked (asymbp.evaluate:
+    what its robustness/ folder holds already is not computed again).
     """
+    metrics = _train_run(cfg, out_dir, on_epoch_end)
+    if robustness.enabled(cfg.get("attack")) and not metrics.get("diverged"):
+        run_dir = Path(out_dir) if out_dir is not None else runs.run_directory(cfg)
+        keys = {"device": cfg.device, "threads": cfg.threads}
+        attack_runs([run_dir], cfg.attack, keys, train=run)
+    return metrics
+
+
+def _train_run(cfg: DictConfig, out_dir, on_epoch_end) -> dict:
     plugins.load(cfg.plugins)  # user code registering datasets and models
     validate(cfg)
     run_dir = Path(out_dir) if out_dir is not None else runs.run_directory(cfg)
@@ -204,6 +215,8 @@ def run(
     configure_torch(cfg)
     device = select_device(cfg.device)
     splits = Splits(cfg, device)
+    if robustness.enabled(cfg.get("attack")):
+        robustness.pixels(splits.test[0][:1])  # attacks need images: refused before training
     state = _fresh_state(cfg, splits, device, source)
     _check_inputs(state.model, splits, cfg)
     with runs.RunLock(run_dir):

@@ -101,7 +101,8 @@ def test_an_unfinished_or_foreign_source_fails_before_anything_is_written(make_c
     assert result.returncode == 2 and not out.exists()
     assert result.stderr.strip().splitlines() == [
         f"asymbp-train: error: init_from='{missing}': {missing} is not a finished run (no DONE): "
-        "finish it first, or name it by its config, e.g. init_from='{feedback: bp}'"
+        "finish it first (run its command again), or name it by its config, e.g. "
+        "init_from='{feedback: bp}'"
     ]
     source_cfg = make_config(*SMALL, "feedback=bp", "model=mlp", "exp_name=pre")
     run(source_cfg)

@@ -26,7 +26,7 @@ from asymbp.report.anchors import (
     published_error,
     verdict,
 )
-from asymbp.report.cli import ANCHORS_CSV, RUNS_CSV, SUMMARY_CSV, TABLE_MD
+from asymbp.report.cli import ANCHORS_CSV, RUNS_CSV, SUMMARY_CSV, TABLE_MD, TABLE_ROBUSTNESS
 from asymbp.report.labels import METRIC_TEXT, NORM_LABELS, value_label
 from asymbp.report.select import matching, select_summary
 from asymbp.report.summary import SELECTED, condition_columns, summarize
@@ -566,6 +566,9 @@ def render(
     if side_by_side:
         parts += ["## Published numbers side by side", "", side_by_side, ""]
     parts += ["## The paper's table", "", (report / TABLE_MD).read_text().strip(), ""]
+    if (report / TABLE_ROBUSTNESS).exists():
+        robustness = (report / TABLE_ROBUSTNESS).read_text().strip()
+        parts += ["## Adversarial robustness", "", robustness.replace("\n### ", "\n#### "), ""]
     figures = out / results
     figures.mkdir(parents=True, exist_ok=True)
     parts += ["## Figures", ""]

@@ -11,6 +11,9 @@ are skipped) under the given paths at any depth and writes into DIR:
     table_paper.tex   the same table for LaTeX (booktabs)
     anchors.csv/.md   our conditions next to the published numbers of asymbp/report/anchors.csv,
                       at the last epoch and at the best validation epoch (asymbp.report.anchors)
+    robustness.csv    with asymbp-eval results: per condition, attack setting, attacker and
+                      epsilon, test accuracy under attack (mean, std over seeds); and
+    table_robustness.md  the same as tables (asymbp.report.robustness)
     fig_*.png/.pdf    asymbp.report.figures.FIGURES
 
 CSV and table files are a pure function of the run directories: rerunning gives the same bytes.
@@ -28,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from asymbp.config import GROUPS
+from asymbp.report import robustness as attacks
 from asymbp.report.anchors import ANCHOR_TOLERANCE, anchors_markdown, compare_all, load_anchors
 from asymbp.report.labels import METRIC_TEXT
 from asymbp.report.read import STATUSES, collect
@@ -46,6 +50,7 @@ from asymbp.runs import NON_IDENTITY_KEYS
 RUNS_CSV, HISTORY_CSV, SUMMARY_CSV = "runs.csv", "history.csv", "summary.csv"
 TABLE_MD, TABLE_TEX = "table_paper.md", "table_paper.tex"
 ANCHORS_CSV, ANCHORS_MD = "anchors.csv", "anchors.md"
+ROBUSTNESS_CSV, TABLE_ROBUSTNESS = "robustness.csv", "table_robustness.md"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -211,6 +216,21 @@ def _best_val_problem(runs: pd.DataFrame) -> str:
     )
 
 
+def _robustness(runs, out: Path, metric, ignore, select) -> pd.DataFrame | None:
+    """robustness.csv and table_robustness.md when the runs hold attack results (asymbp-eval);
+    their rows (None without results)."""
+    results = attacks.collect(runs)
+    if results.empty:
+        return None
+    from asymbp.report.figures import figure_runs  # the conditions' labels, as the figures'
+
+    labelled, _ = figure_runs(runs, metric, ignore, select)
+    summary = attacks.summarize(results, labelled)
+    write_csv(summary, out / ROBUSTNESS_CSV)
+    (out / TABLE_ROBUSTNESS).write_text(attacks.markdown(summary), encoding="utf-8")
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Path(args.out)
@@ -246,12 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv(anchors, out / ANCHORS_CSV)
         anchors_text = anchors_markdown(anchors, args.tolerance, METRIC_TEXT)
         (out / ANCHORS_MD).write_text(anchors_text, encoding="utf-8")
+        robust = _robustness(runs, out, args.metric, ignore, args.select)
         _report(runs)
         print(markdown)
         if not args.no_figures:
             from asymbp.report.figures import write_figures  # matplotlib only when drawing
 
-            write_figures(runs, history, out, args.metric, ignore, args.select)
+            write_figures(runs, history, out, args.metric, ignore, args.select, robust)
     except OSError as exc:
         return _error(f"cannot write into --out {out}: {exc.strerror or exc}")
     print(f"wrote {args.out}")

@@ -13,7 +13,7 @@ import functools
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from asymbp.report.labels import (
 )
 from asymbp.report.select import winners
 from asymbp.report.summary import condition_columns, run_errors
+from asymbp.robustness import ATTACKERS
 from asymbp.runs import NON_IDENTITY_KEYS
 
 ANGLES = {
@@ -57,6 +58,8 @@ class Drawing:
     history: pd.DataFrame
     layout: FigureLayout
     metric: str
+    #: robustness.csv's rows (asymbp.report.robustness.summarize); empty without attack results
+    robustness: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -426,6 +429,39 @@ def depth_alignment_figure(d: Drawing) -> Figure | None:
     return fig
 
 
+@register_figure(
+    "fig_robustness",
+    "test accuracy under attack against epsilon, a line per condition (error bars: std over "
+    "seeds), a column per attacker (exact, rule, transfer) side by side, a row per dataset x "
+    "stabilization x attack setting (only with asymbp-eval results)",
+)
+def robustness_figure(d: Drawing) -> Figure | None:
+    data = d.robustness
+    if data.empty:
+        return None
+    panels = list(data.groupby(["dataset", "stabilization", "attack", "settings"], sort=False))
+    attackers = [a for a in ATTACKERS if a in set(data["attacker"])]
+    fig, axes = _figure(len(panels), len(attackers), sharey=True)
+    colors = {s: c for s, c in d.layout.colors.items() if s in set(data["condition"])}
+    for i, ((dataset, stabilization, attack, _), panel) in enumerate(panels):
+        for j, attacker in enumerate(attackers):
+            ax = axes[i, j]
+            rows = panel[panel["attacker"] == attacker]
+            for condition, line in rows.groupby("condition", sort=False):
+                ax.errorbar(
+                    line["epsilon"], 100 * line["accuracy_mean"],
+                    yerr=100 * line["accuracy_std"].fillna(0), color=colors.get(condition),
+                    marker=".", capsize=2,
+                )  # fmt: skip
+            ax.set(
+                title=f"{dataset}, {stabilization}: {attack.upper()}, {attacker}",
+                xlabel="epsilon (pixels in [0, 1])", ylabel="test accuracy (%)",
+            )  # fmt: skip
+    _legend(fig, colors, "condition")
+    _title(fig, "Accuracy under attack: true gradients (exact), the rule's own (rule), by transfer")
+    return fig
+
+
 def _spread(items: list, count: int) -> list:
     """At most `count` of `items`, evenly spaced, first and last included."""
     if len(items) <= count:
@@ -449,15 +485,17 @@ def write_figures(
     metric: str = "final",
     ignore: Sequence[str] = NON_IDENTITY_KEYS,
     select: Sequence[str] = (),
+    robustness: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw every figure the runs allow into `out`; say on stderr which ones had no data.
-    `select`: as in `figure_runs`."""
+    `select`: as in `figure_runs`; `robustness`: robustness.csv's rows, if any."""
     finished, extra = figure_runs(runs, metric, ignore, select)
     done = finished[finished["status"] == "done"]
     if done.empty:
         print("no finished runs: no figures", file=sys.stderr)
         return []
-    drawing = Drawing(finished, done, history, FigureLayout.of(done, extra), metric)
+    robustness = pd.DataFrame() if robustness is None else robustness
+    drawing = Drawing(finished, done, history, FigureLayout.of(done, extra), metric, robustness)
     written = []
     for name, entry in FIGURES.items():
         fig = entry.draw(drawing)
