@@ -196,8 +196,16 @@ def test_the_aggregator_writes_robustness_csv_table_and_figure(sweep, tmp_path):
     got = table[table["condition"] == "usf"].set_index(["attacker", "epsilon"])["accuracy_mean"]
     assert {k: pytest.approx(v) for k, v in expected.items()} == got.to_dict()
     assert (table["n_runs"] == 1).all() and (table["n_images"] == 359).all()  # digits test split
+    bp_dir = next(p for p in (tmp_path / "copy").iterdir() if "_bp_" in p.name)
+    bp_exact = {(r["attacker"], r["epsilon"]): r["accuracy"] for r in rows(bp_dir)}[("exact", 0.1)]
+    gains = pd.read_csv(out / "robustness_gains.csv")
+    assert gains["condition"].tolist() == ["usf"] and gains["epsilon"].tolist() == [0.1]
+    row = gains.iloc[0]
+    assert row["gain_exact"] == pytest.approx(100 * (expected[("exact", 0.1)] - bp_exact))
+    assert row["gain_rule"] == pytest.approx(100 * (expected[("rule", 0.1)] - bp_exact))
+    assert row["masked"] == pytest.approx(row["gain_rule"] - row["gain_exact"])
     text = (out / "table_robustness.md").read_text()
-    assert "FGSM on digits" in text and "eps 0.1" in text
+    assert "FGSM on digits" in text and "eps 0.1" in text and "Gains over bp" in text
     assert (out / "fig_robustness.png").stat().st_size > 0
 
 

@@ -7,6 +7,7 @@ asymbp-aggregate command line. One job per module, each importing only the ones 
     select    --select: a swept key's value chosen per condition on validation accuracy
     tables    the paper's table (Markdown, LaTeX)
     anchors   published numbers (anchors.csv) side by side with our conditions
+    robustness  attack results (asymbp-eval) -> robustness.csv, gains over bp, their tables
     figures   the figures, registered in FIGURES
     cli       asymbp-aggregate (also `python -m asymbp.report`) and the names of its files
     claims    verdicts on the paper's four claims, docs/RESULTS.md

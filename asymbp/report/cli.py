@@ -13,7 +13,9 @@ are skipped) under the given paths at any depth and writes into DIR:
                       at the last epoch and at the best validation epoch (asymbp.report.anchors)
     robustness.csv    with asymbp-eval results: per condition, attack setting, attacker and
                       epsilon, test accuracy under attack (mean, std over seeds); and
-    table_robustness.md  the same as tables (asymbp.report.robustness)
+    robustness_gains.csv  per condition and epsilon: accuracy points over bp under the exact and
+                      the rule attacker, and their difference (gradient masking)
+    table_robustness.md  both as tables (asymbp.report.robustness)
     fig_*.png/.pdf    asymbp.report.figures.FIGURES
 
 CSV and table files are a pure function of the run directories: rerunning gives the same bytes.
@@ -51,6 +53,7 @@ RUNS_CSV, HISTORY_CSV, SUMMARY_CSV = "runs.csv", "history.csv", "summary.csv"
 TABLE_MD, TABLE_TEX = "table_paper.md", "table_paper.tex"
 ANCHORS_CSV, ANCHORS_MD = "anchors.csv", "anchors.md"
 ROBUSTNESS_CSV, TABLE_ROBUSTNESS = "robustness.csv", "table_robustness.md"
+GAINS_CSV = "robustness_gains.csv"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -227,7 +230,10 @@ def _robustness(runs, out: Path, metric, ignore, select) -> pd.DataFrame | None:
     labelled, _ = figure_runs(runs, metric, ignore, select)
     summary = attacks.summarize(results, labelled)
     write_csv(summary, out / ROBUSTNESS_CSV)
-    (out / TABLE_ROBUSTNESS).write_text(attacks.markdown(summary), encoding="utf-8")
+    table = attacks.gains(summary)
+    write_csv(table, out / GAINS_CSV)
+    text = "\n".join(filter(None, [attacks.markdown(summary), attacks.gains_markdown(table)]))
+    (out / TABLE_ROBUSTNESS).write_text(text, encoding="utf-8")
     return summary
 
 
