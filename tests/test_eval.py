@@ -18,7 +18,7 @@ from asymbp.evaluate import main as eval_main
 from asymbp.report.cli import main as aggregate_main
 from asymbp.robustness import RESULTS_DIR
 from asymbp.train import run
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_cli
 
 pytest.importorskip("torchattacks", reason="pip install 'asymbp[robustness]'")
 
@@ -220,3 +220,20 @@ def test_every_attack_config_composes_with_exactly_the_keys_its_code_checks():
         keys = [line for line in text if line and not line.startswith(("#", " ", "defaults:"))]
         assert all("#" in line for line in keys if not line.startswith("name:")), name
     assert compose_config().attack.name == "none"
+
+
+@pytest.mark.slow
+def test_a_sweep_with_an_attack_attacks_every_run_once(tmp_path):
+    """usf first: its transfer source (bp) is trained, and attacked, inside its job; bp's own job
+    then finds both done."""
+    result = run_cli(
+        "-m", *BASE, f"output_root={tmp_path}", "feedback=usf,bp", *FGSM,
+        "attack.attackers=[exact,transfer]",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = sorted((tmp_path / "robust").glob("*/robustness/*.json"))
+    assert len(found) == 2
+    for path in found:
+        record = json.loads(path.read_text())
+        assert len(record["results"]) == 4  # 2 attackers x 2 epsilons, none twice
+    assert result.stdout.count("fgsm exact eps=0.1") == 2
