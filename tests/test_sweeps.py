@@ -65,6 +65,7 @@ def settings(job: list[str]) -> dict[str, str]:
         ("biotorch_cifar10", ((1 + 4) + (1 + 4) * 6) * 3),  # BN at biotorch's lr; BN+BM x 6 bm_lr
         # (7 rules + sc + 2 per-module mixes + 2 fine-tunings) x (none, bm) x 3 seeds
         ("transformer_rules", (7 + 1 + 2 + 2) * 2 * 3),
+        ("robustness", (6 + 2) * 3),  # 6 rules at one rate, kp at two, x 3 seeds
     ],
 )
 def test_presets_expand_to_the_expected_jobs_and_each_composes(preset, jobs):
