@@ -107,8 +107,9 @@ def markdown(summary: pd.DataFrame) -> str:
     note = (
         "Test accuracy (%) under attack, mean ± sample std over seeds. exact: gradients of the "
         "network's function; rule: through the run's own feedback rule (what a naive attack on "
-        "an asymbp model uses); transfer: examples made on the bp run of the same condition "
-        "and seed. eps 0 is the clean accuracy on the same images."
+        "an asymbp model uses); transfer: examples made on the run attack.transfer_from names "
+        "(by default the bp run of the same condition and seed). eps 0 is the clean accuracy on "
+        "the same images."
     )
     return "\n".join([note, "", *parts])
 
