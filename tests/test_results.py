@@ -332,3 +332,13 @@ def test_stabilization_claim_says_what_was_not_run_with_bn_bm(tmp_path):
         "none; not better with any: none; 1 not run with BN/BM at this scale"
     )
     assert lines[-1] == "usf: none diverged (3 of 3 runs); not run with BN or BM at this scale"
+
+
+def test_a_reports_robustness_table_becomes_a_section(tmp_path):
+    report = paper_like(tmp_path)
+    assert "## Adversarial robustness" not in write_results.render(report, tmp_path / "d", "c")
+    table = "Test accuracy (%) under attack ...\n\n### PGD on toy (none; settings abc)\n\n| x |\n"
+    (report / "table_robustness.md").write_text(table)
+    text = write_results.render(report, tmp_path / "d", "c")
+    section = text[text.index("## Adversarial robustness") :]
+    assert "#### PGD on toy" in section and section.index("#### PGD") < section.index("## Figures")
