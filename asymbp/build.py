@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import functools
 import os
+import sys
 from pathlib import PurePosixPath
 
 import torch
@@ -285,7 +286,24 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def configure_torch(cfg: DictConfig) -> None:
+    """Threads, TF32 and determinism for the run. threads above the cores this process may use
+    is lowered to them with a one-line warning (more threads than cores only slows torch)."""
+    if cfg.threads is not None and cfg.threads > (cores := available_cores()):
+        print(
+            f"asymbp-train: warning: threads={cfg.threads} is more than the {cores} cores this "
+            f"process may use: using {cores}",
+            file=sys.stderr,
+        )
+        cfg.threads = cores
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     set_tf32(PRECISIONS[cfg.precision].tf32)

@@ -61,6 +61,9 @@ def split_arguments(argv: Sequence[str]) -> tuple[list[str], list[str], dict]:
             paths.append(arg)
             continue
         key = arg.split("=", 1)[0].lstrip("+~")
+        if key == "attack" and arg.split("=", 1)[1].startswith("_"):
+            raise ConfigError(f"{arg} is a part the attacks share, not an attack: choose "
+                              f"{', '.join(robustness.ATTACKS)}")  # fmt: skip
         if key == "attack" or key.startswith("attack."):
             attack.append(arg)
         elif key in RUN_KEYS:

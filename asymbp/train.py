@@ -71,6 +71,48 @@ def _register_searches() -> None:
 
 _register_searches()
 
+#: Config files whose name starts with this are parts the options of their group share (through
+#: their `defaults`), not options: --help does not list them and the command line refuses them.
+SHARED_PREFIX = "_"
+
+
+def group_options() -> dict[str, list[str]]:
+    """Every config group of conf/ (Hydra's own groups aside) and its options, shared parts left
+    out; hparams_search's are the rules asymbp.train registers."""
+    groups = {}
+    for folder in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        files = sorted(p.stem for p in folder.glob("*.yaml"))
+        groups[folder.name] = [name for name in files if not name.startswith(SHARED_PREFIX)]
+    groups["hparams_search"] = sorted(RULES)
+    return groups
+
+
+def _choices_text() -> str:
+    """--help's list of groups and options (Hydra's own would list the shared parts too)."""
+    return "\n".join(f"{group}: {', '.join(names)}" for group, names in group_options().items())
+
+
+OmegaConf.register_new_resolver("asymbp.choices", _choices_text, replace=True)
+
+
+def refuse_shared_parts(argv: list[str]) -> None:
+    """Exit 2 with one line when the command line chooses a shared part (`dataset=_image_base`)
+    as a group's option, before Hydra composes it into a traceback."""
+    groups = group_options()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        shared = [v.strip() for v in value.split(",") if v.strip().startswith(SHARED_PREFIX)]
+        if key in groups and shared:
+            print(
+                f"asymbp-train: error: {key}={shared[0]} is a part its options share, not an "
+                f"option: choose {', '.join(groups[key])}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
 
 class _RunLog(logging.FileHandler):
     """train.log; a write that fails (full disk) stops the run with a one-line RunError instead of
@@ -167,7 +209,22 @@ def _execution(cfg: DictConfig, device: torch.device) -> dict:
 
 def _check_inputs(model: torch.nn.Module, splits: Splits, cfg: DictConfig) -> None:
     """One forward pass in eval mode (no state changes), so that a model that cannot take the
-    dataset's inputs fails here, before anything is written, with a one-line error."""
+    dataset's inputs fails here, before anything is written, with a one-line error; and the
+    values only the data and the model can check: a training subset with fewer samples than
+    classes, batches of one sample for a model with BatchNorm."""
+    if cfg.train_subset is not None and cfg.train_subset < splits.num_classes:
+        raise ConfigError(
+            f"train_subset={cfg.train_subset} is below the {splits.num_classes} classes of "
+            f"dataset={cfg.dataset.name} (the stratified subset needs one sample of each): use "
+            f"train_subset >= {splits.num_classes}"
+        )
+    batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if batch_norm and cfg.batch_size < 2:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} with BatchNorm (norm={cfg.norm.name}, "
+            f"model={cfg.model.name}): BatchNorm needs 2 or more samples per batch: use "
+            "batch_size >= 2, or norm=none or bm"
+        )
     model.eval()
     try:
         with torch.no_grad():
@@ -377,8 +434,14 @@ def objective(metrics: dict) -> float:
     return float(value) if finite and not metrics.get("diverged") else 0.0
 
 
+def main() -> None:
+    """asymbp-train: the command line checked for shared parts, then Hydra's app."""
+    refuse_shared_parts(sys.argv[1:])
+    hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     sweep = jobs.in_sweep()
     if sweep:
         jobs.end_with_parent()

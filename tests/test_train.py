@@ -276,3 +276,53 @@ def test_a_last_batch_of_one_sample_is_dropped_so_batch_norm_trains(make_config)
     )
     metrics = run(cfg)  # 127 = 14 * 9 + 1: the last batch would hold one sample
     assert metrics["epochs_completed"] == 1 and not metrics["diverged"]
+
+
+def test_help_lists_options_but_not_the_parts_they_share():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    block = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    groups = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+    assert "_" not in "".join(name[0] for v in groups.values() for name in v.split(", "))
+    assert "fashion_mnist" in groups["dataset"] and "usf" in groups["hparams_search"]
+    assert "pgd" in groups["attack"] and "robustness" in groups["experiment"]
+
+
+@pytest.mark.parametrize(
+    "choice", ["dataset=_image_base", "-m hparams_search=_search", "experiment=_biotorch_lenet",
+               "attack=_common", "-m dataset=digits,_image_base"],
+)  # fmt: skip
+def test_a_shared_part_chosen_as_an_option_is_one_line(tmp_path, choice):
+    result = run_cli(*choice.split(), f"output_root={tmp_path / 'out'}")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a part its options share, not an option: choose" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("batch_size=1", "norm=bn"), "batch_size=1 with BatchNorm (norm=bn"),
+        (("batch_size=1", "norm=bn_bm"), "BatchNorm needs 2 or more samples per batch"),
+        (("train_subset=2",), "train_subset=2 is below the 10 classes of dataset=digits"),
+        (("train_subset=9",), "use train_subset >= 10"),
+    ],
+)
+def test_values_only_the_data_and_model_can_check_are_one_line_before_writing(
+    tmp_path, overrides, message
+):
+    result = run_cli(*overrides, "epochs=1", f"output_root={tmp_path / 'out'}")
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_threads_above_the_cores_are_lowered_with_one_warning(make_config, capsys):
+    from asymbp.build import available_cores
+
+    cfg = make_config("epochs=1", "model=mlp", "threads=1000")
+    metrics = run(cfg)
+    err = capsys.readouterr().err
+    assert f"threads=1000 is more than the {available_cores()} cores" in err
+    assert metrics["threads"] == available_cores()
+    assert f"threads: {available_cores()}" in (runs.run_directory(cfg) / "config.yaml").read_text()
