@@ -102,8 +102,7 @@ def refuse_shared_parts(argv: list[str]) -> None:
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
-        key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
+        key, value = _key(arg), arg.split("=", 1)[1]
         shared = [v.strip() for v in value.split(",") if v.strip().startswith(SHARED_PREFIX)]
         if key in groups and shared:
             print(
@@ -434,9 +433,25 @@ def objective(metrics: dict) -> float:
     return float(value) if finite and not metrics.get("diverged") else 0.0
 
 
+def _key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def with_search_sweeper(argv: list[str]) -> list[str]:
+    """`argv` plus hydra/sweeper=optuna when it chooses hparams_search and no sweeper: Hydra keeps
+    the primary config's sweeper (asymbp's arms) over the one a search config names, so a
+    search named alone would reach the arms sweeper with Optuna's keys."""
+    search = any(_key(a) == "hparams_search" and not a.endswith("=null") for a in argv)
+    if search and not any(_key(a) == "hydra/sweeper" for a in argv):
+        return [*argv, "hydra/sweeper=optuna"]
+    return argv
+
+
 def main() -> None:
-    """asymbp-train: the command line checked for shared parts, then Hydra's app."""
+    """asymbp-train: the command line checked for shared parts, given the Optuna sweeper when it
+    names a search, then Hydra's app."""
     refuse_shared_parts(sys.argv[1:])
+    sys.argv[1:] = with_search_sweeper(sys.argv[1:])
     hydra_main()
 
 
