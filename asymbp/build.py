@@ -12,13 +12,12 @@ from pathlib import PurePosixPath
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from asymbp import finetune, robustness
+from asymbp import finetune, loggers, robustness
 from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
 from asymbp.data import DATASETS
 from asymbp.engine import PRECISIONS, set_tf32
 from asymbp.feedback import RULES, FeedbackRule
 from asymbp.layers import convert
-from asymbp.loggers import LOGGERS
 from asymbp.models import CONTRACT, MODELS, build_model
 from asymbp.optim import (
     OPTIMIZER_KEYS,
@@ -102,7 +101,7 @@ def validate(cfg: DictConfig) -> None:
     finetune.check(cfg)
     if cfg.get("attack") is not None:
         robustness.check(cfg.attack)
-    LOGGERS.get_or_fail(cfg.logger.name)
+    loggers.check(cfg)
     _check_optimizer(cfg)
     _check_options("model", cfg.model, MODELS, CONTRACT)
     _check_options("dataset", cfg.dataset, DATASETS, ())

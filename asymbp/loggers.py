@@ -23,9 +23,12 @@ import json
 import math
 import re
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -112,8 +115,53 @@ class TensorBoardLogger:
             self.writer.close()
 
 
+#: Tracking URI schemes MLflow's stores take (a database's may name a driver: mysql+pymysql).
+MLFLOW_SCHEMES = ("file", "sqlite", "http", "https", "databricks", "postgresql", "mysql", "mssql")
+#: Seconds asymbp waits for a tracking server to answer before the run starts.
+MLFLOW_CONNECT_SECONDS = 5
+
+
+def check_tracking_uri(uri: str | None) -> None:
+    """ConfigError (one line, within MLFLOW_CONNECT_SECONDS) for a tracking URI MLflow could not
+    use: an unknown scheme, a server that does not answer, a file or sqlite store whose folder does
+    not exist (asymbp creates only its default store, <output_root>/.mlflow)."""
+    if uri is None:
+        return
+    parsed = urlparse(str(uri))
+    scheme = parsed.scheme.split("+")[0]
+    where = f"logger.tracking_uri={uri}"
+    if scheme not in MLFLOW_SCHEMES:
+        raise ConfigError(
+            f"{where}: scheme {parsed.scheme or '(none)'!r} is not one MLflow stores take: use "
+            f"{', '.join(MLFLOW_SCHEMES)} (e.g. http://host:5000 or sqlite:////abs/path/mlflow.db)"
+        )
+    if scheme in ("http", "https"):
+        port = parsed.port or (443 if scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), MLFLOW_CONNECT_SECONDS).close()
+        except OSError as error:
+            raise ConfigError(
+                f"{where}: no tracking server answers at {parsed.hostname}:{port} "
+                f"({error.strerror or error}): start it (mlflow server) or fix the URI"
+            ) from None
+    elif scheme in ("sqlite", "file"):
+        # sqlite:///rel.db and sqlite:////abs/m.db: the database file, in a folder that must
+        # exist; file:///abs/mlruns: the store's folder, which MLflow makes inside its parent
+        path = Path(parsed.path[1:] if scheme == "sqlite" else url2pathname(parsed.path))
+        folder = path.parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"{where}: the folder {folder} does not exist: create it, or leave "
+                "logger.tracking_uri null for <output_root>/.mlflow"
+            )
+
+
 @LOGGERS.register("mlflow")
 class MLflowLogger:
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        check_tracking_uri(cfg.logger.get("tracking_uri"))
+
     def __init__(self, cfg: DictConfig, run_dir: Path):
         options = cfg.logger
         # A hidden folder: asymbp-aggregate skips it (the artifacts hold copies of config.yaml).
@@ -150,6 +198,14 @@ class MLflowLogger:
             return self.client.get_run(id_file.read_text().strip()).info.run_id
         except (OSError, MlflowException):
             return None
+
+    def _left_running(self) -> str | None:
+        """The id of this run directory's MLflow run when the store holds it RUNNING (an attempt
+        killed before it closed it)."""
+        stored = self._stored_run(self.run_dir / runs.MLFLOW_RUN)
+        if stored is None or self.client.get_run(stored).info.status != "RUNNING":
+            return None
+        return stored
 
     def _open(self, first_epoch: int) -> None:
         from mlflow.entities import Param
@@ -189,8 +245,12 @@ class MLflowLogger:
         self.last_step = step
 
     def close(self, status: str) -> None:
+        """Artifacts and the final status; with nothing logged by this attempt (a resume that
+        found every epoch done), the run an earlier attempt left RUNNING is closed instead."""
         if self.run_id is None:
-            return
+            self.run_id = self._left_running()
+            if self.run_id is None:
+                return
         for path in sorted(self.run_dir.iterdir()):
             # The run's files; the checkpoint is resume state, not a result.
             if path.is_file() and path.name != runs.CHECKPOINT and not path.name.startswith("."):
@@ -201,6 +261,21 @@ class MLflowLogger:
 def mlflow_key(column: str) -> str:
     """A history column as an MLflow metric name (letters, digits, _ - . / space and : only)."""
     return re.sub(r"[^\w\-./ :]", "_", column)
+
+
+def check(cfg: DictConfig) -> None:
+    """The logger's own checks of its config (a reachable tracking URI), before anything is
+    written; ConfigError for the first problem."""
+    logger = LOGGERS.get_or_fail(cfg.logger.name)
+    if hasattr(logger, "check"):
+        logger.check(cfg)
+
+
+def repair(cfg: DictConfig, run_dir: Path) -> None:
+    """For a finished run found again: close the logger run that an attempt killed after its
+    last epoch left open (MLflow RUNNING: artifacts, then FINISHED)."""
+    if cfg.logger.name == "mlflow" and (run_dir / runs.MLFLOW_RUN).is_file():
+        LOGGERS.get_or_fail("mlflow")(cfg, run_dir).close("FINISHED")
 
 
 @contextlib.contextmanager

@@ -172,7 +172,8 @@ def _json_safe(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _skipped(run_dir: Path, metrics: dict) -> dict:
+def _skipped(cfg: DictConfig, run_dir: Path, metrics: dict) -> dict:
+    loggers.repair(cfg, run_dir)  # an MLflow run that a kill after the last epoch left RUNNING
     now = runs.code_version()
     then = {key: metrics.get(key) for key in now}
     if then != now:
@@ -265,7 +266,7 @@ def _train_run(cfg: DictConfig, out_dir, on_epoch_end) -> dict:
     run_dir = Path(out_dir) if out_dir is not None else runs.run_directory(cfg)
     runs.check_writable(run_dir)
     if not cfg.force and (metrics := runs.finished_metrics(run_dir)) is not None:
-        return _skipped(run_dir, metrics)
+        return _skipped(cfg, run_dir, metrics)
 
     source = finetune.prepare(cfg, run)  # init_from: the finished run to start from
     configure_torch(cfg)
@@ -278,7 +279,7 @@ def _train_run(cfg: DictConfig, out_dir, on_epoch_end) -> dict:
     with runs.RunLock(run_dir):
         # Another process may have finished it while this one was loading the data.
         if not cfg.force and (metrics := runs.finished_metrics(run_dir)) is not None:
-            return _skipped(run_dir, metrics)
+            return _skipped(cfg, run_dir, metrics)
         if cfg.force:
             runs.clear(run_dir)
         for name in (runs.DONE, runs.FAILED):  # a run under way is neither done nor failed

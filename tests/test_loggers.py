@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from asymbp import loggers, runs
 from asymbp.build import ConfigError
@@ -246,3 +248,65 @@ def test_a_missing_extra_is_a_one_line_error_naming_the_install(
     assert message.startswith(f"logger={name} needs {module}")
     assert message.endswith(f"pip install 'asymbp[{name}]'")
     assert not (runs.run_directory(cfg) / runs.HISTORY).exists()  # stopped before any epoch
+
+
+# ------------------------------------------------------- runs killed after their last epoch
+
+
+class Killed(BaseException):
+    """A kill -9: nothing after it runs, the logger is not closed."""
+
+
+def _kill_at(monkeypatch, name: str) -> None:
+    """Die when the run writes `name` (metrics.json or DONE), before the logger closes."""
+    write_text = runs.write_text
+
+    def dying(path, text):
+        if Path(path).name == name:
+            if name == runs.DONE:
+                write_text(path, text)
+            raise Killed
+        write_text(path, text)
+
+    monkeypatch.setattr(runs, "write_text", dying)
+    monkeypatch.setattr(loggers.MLflowLogger, "close", lambda self, status: None)
+
+
+@pytest.mark.parametrize("where", [runs.METRICS, runs.DONE])
+def test_an_mlflow_run_left_running_by_a_kill_after_the_last_epoch_is_repaired(
+    make_config, monkeypatch, mlflow_client, where
+):
+    cfg = make_config(*SMALL, "logger=mlflow")
+    with monkeypatch.context() as patch:
+        _kill_at(patch, where)
+        with pytest.raises(Killed):
+            run(cfg)
+    run_dir = runs.run_directory(cfg)
+    run_id = (run_dir / runs.MLFLOW_RUN).read_text().strip()
+    assert mlflow_client(cfg).get_run(run_id).info.status == "RUNNING"
+    run(cfg)  # resumes with nothing to train (metrics.json) or skips the finished run (DONE)
+    logged = mlflow_client(cfg).get_run(run_id)
+    assert logged.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow_client(cfg).list_artifacts(run_id)}
+    assert {runs.CONFIG, runs.HISTORY, runs.METRICS, runs.DONE} <= artifacts
+    run(cfg)  # once FINISHED, a finished run's MLflow run is left as it is
+    assert mlflow_client(cfg).get_run(run_id).info.end_time == logged.info.end_time
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("bogus://x", "scheme 'bogus' is not one MLflow stores take"),
+        ("http://127.0.0.1:9", "no tracking server answers at 127.0.0.1:9"),
+        ("sqlite:////nonexistent/dir/m.db", "the folder /nonexistent/dir does not exist"),
+    ],
+)
+def test_an_unusable_tracking_uri_is_one_line_before_anything_is_written(tmp_path, uri, message):
+    start = time.monotonic()
+    result = run_cli(*SMALL, "logger=mlflow", f"logger.tracking_uri={uri}",
+                     f"output_root={tmp_path / 'out'}")  # fmt: skip
+    assert time.monotonic() - start < 30  # python + torch start-up included; the check is < 10 s
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert not Path("/nonexistent").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
