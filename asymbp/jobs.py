@@ -32,7 +32,12 @@ _watching = False
 
 
 class JobFailed(Exception):
-    """A sweep job that failed; its message is the one-line error (already printed)."""
+    """A sweep job that failed; its message is the one-line error (already printed). `busy`:
+    another process was writing its run directory (nothing wrong with the job itself)."""
+
+    def __init__(self, message: str, busy: bool = False):
+        super().__init__(message)
+        self.busy = busy
 
 
 def in_sweep() -> bool:

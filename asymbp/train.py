@@ -438,19 +438,23 @@ def _key(arg: str) -> str:
     return arg.split("=", 1)[0].lstrip("+~")
 
 
+#: The sweeper of hparams_search=<rule>: hydra_plugins/asymbp_sweeper/optuna_sweeper.py.
+SEARCH_SWEEPER = "asymbp_optuna"
+
+
 def with_search_sweeper(argv: list[str]) -> list[str]:
-    """`argv` plus hydra/sweeper=optuna when it chooses hparams_search and no sweeper: Hydra keeps
-    the primary config's sweeper (asymbp's arms) over the one a search config names, so a
-    search named alone would reach the arms sweeper with Optuna's keys."""
+    """`argv` plus hydra/sweeper=asymbp_optuna when it chooses hparams_search and no sweeper:
+    Hydra keeps the primary config's sweeper (asymbp's arms) over the one a search config names,
+    so a search named alone would reach the arms sweeper with Optuna's keys."""
     search = any(_key(a) == "hparams_search" and not a.endswith("=null") for a in argv)
     if search and not any(_key(a) == "hydra/sweeper" for a in argv):
-        return [*argv, "hydra/sweeper=optuna"]
+        return [*argv, f"hydra/sweeper={SEARCH_SWEEPER}"]
     return argv
 
 
 def main() -> None:
-    """asymbp-train: the command line checked for shared parts, given the Optuna sweeper when it
-    names a search, then Hydra's app."""
+    """asymbp-train: the command line checked for shared parts, given asymbp's Optuna sweeper
+    when it names a search, then Hydra's app."""
     refuse_shared_parts(sys.argv[1:])
     sys.argv[1:] = with_search_sweeper(sys.argv[1:])
     hydra_main()
@@ -473,7 +477,7 @@ def hydra_main(cfg: DictConfig) -> float:
             sys.exit(jobs.EXIT_BUSY if busy else 2)
         if not busy:
             _record_failure(cfg, str(error))
-        raise jobs.JobFailed(str(error)) from None
+        raise jobs.JobFailed(str(error), busy=busy) from None
     except KeyboardInterrupt:
         if sweep:
             raise  # the sweeper reports it once for the whole sweep
