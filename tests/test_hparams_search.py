@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose_config, run_cli
+from conftest import REPO, alive, children, compose_config, run_cli
 
 from asymbp import runs
 from asymbp.feedback import RULES
@@ -168,32 +168,19 @@ def test_two_searches_on_one_study_share_it(tmp_path):
     assert all(t.user_attrs.get("asymbp.busy") for t in busy)  # only ever a busy run directory
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_killing_a_joblib_search_ends_its_workers(tmp_path):
     search = _search(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      "hydra.sweeper.n_jobs=2")  # fmt: skip
     _wait_for_checkpoint(tmp_path, 2)
-    workers = _children(search.pid)
+    workers = children(search.pid)
     search.kill()
     search.communicate(timeout=60)
     deadline = time.monotonic() + 20
-    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+    while any(map(alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
-             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
-    for pid in alive:
+    orphans = [pid for pid in workers if alive(pid)]
+    for pid in orphans:  # do not leave them training when the test fails
         os.kill(pid, signal.SIGKILL)
-    assert alive == []
+    assert orphans == []

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIG_DIR, REPO, compose_config, run_cli
+from conftest import CONFIG_DIR, REPO, alive, children, compose_config, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
@@ -418,26 +418,6 @@ def test_a_sweep_job_whose_run_directory_is_busy_is_skipped_and_reported(tmp_pat
 # Workers end with their parent (issue 15, item 12) ---------------------------------------------
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat_file.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 @pytest.mark.parametrize("launcher", ["joblib", "gpu"])
@@ -454,13 +434,13 @@ def test_killing_a_joblib_sweep_ends_its_workers(tmp_path, launcher):
     while len(list(out.rglob(runs.CHECKPOINT))) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(list(out.rglob(runs.CHECKPOINT))) == 2, "the workers did not start"
-    workers = _children(sweep.pid)
+    workers = children(sweep.pid)
     sweep.kill()
     sweep.wait()
     deadline = time.monotonic() + 20
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
+    while any(map(alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    orphans = [pid for pid in workers if _alive(pid)]
+    orphans = [pid for pid in workers if alive(pid)]
     for pid in orphans:  # do not leave them training when the test fails
         os.kill(pid, signal.SIGKILL)
     assert orphans == []
