@@ -49,6 +49,8 @@ NON_IDENTITY_KEYS = (
     "logger",
     "plugins",
     "attack",  # attacks read a finished run's model; they never change what it computed
+    "dry_run",
+    "sweep_report",
 )
 #: Keys added after runs were made, left out of the identity while they keep their default, so
 #: that finished runs keep their directories.
@@ -219,6 +221,16 @@ def finished_metrics(run_dir: Path) -> dict | None:
             stacklevel=2,
         )
         return None
+
+
+def status(run_dir: Path) -> str:
+    """What running this config again would do: `finished` (DONE: skipped), `failed` (FAILED:
+    tried again), `resumable` (a checkpoint: resumed from it) or `new`."""
+    if is_done(run_dir):
+        return "finished"
+    if (run_dir / FAILED).exists():
+        return "failed"
+    return "resumable" if (run_dir / CHECKPOINT).is_file() else "new"
 
 
 def finished_model(run_dir: Path) -> dict:

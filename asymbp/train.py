@@ -426,6 +426,18 @@ def _record_failure(cfg: DictConfig, line: str) -> None:
     runs.write_failed(run_dir, line, config_yaml)
 
 
+def _dry_run(cfg: DictConfig) -> float:
+    """dry_run=true: check the config, print what running it would do, train nothing."""
+    try:
+        validate(cfg)
+        run_dir = runs.run_directory(cfg)
+    except ONE_LINE_ERRORS as error:
+        print(f"asymbp-train: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{runs.status(run_dir):<10} {run_dir}")
+    return 0.0
+
+
 def objective(metrics: dict) -> float:
     """What a sweeper that optimizes (hparams_search: Optuna) maximizes: the best validation
     accuracy; 0.0 for a diverged run or one without a validation split."""
@@ -468,6 +480,8 @@ def hydra_main(cfg: DictConfig) -> float:
         cfg.device = jobs.job_device(cfg.device)  # several GPUs: shared round-robin
     if cfg.threads is None:
         cfg.threads = jobs.launcher_threads()
+    if cfg.dry_run:  # a single run's (a sweep's are listed by the sweeper, without launching)
+        return _dry_run(cfg)
     try:
         metrics = run(cfg)
     except ONE_LINE_ERRORS as error:

@@ -454,3 +454,29 @@ def test_ctrl_c_ends_a_sweep_with_one_line_and_130(tmp_path):
     args = ["-m", "seed=0,1", *SMALL, "epochs=500", "threads=1", "progress=false"]
     last = ctrl_c_after_the_first_checkpoint(args, tmp_path / "outputs")
     assert last.startswith("asymbp-train: sweep interrupted;")
+
+
+def test_dry_run_lists_each_jobs_run_directory_and_state_and_trains_nothing(tmp_path):
+    from asymbp.train import run
+
+    out = tmp_path / "outputs"
+    base = [*SMALL, f"output_root={out}", "exp_name=dry", "progress=false", "threads=1"]
+    dirs = {}
+    for rule in ("bp", "usf", "frsf"):
+        cfg = compose_config(*base, f"feedback={rule}")
+        dirs[rule] = runs.run_directory(cfg)
+        if rule != "frsf":
+            run(cfg)
+    (dirs["usf"] / runs.DONE).unlink()  # interrupted after its last checkpoint: resumable
+    before = sorted(p for p in out.rglob("*"))
+    result = run_cli("-m", *base, "feedback=bp,usf,frsf", "dry_run=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split()[:2] == ["finished", str(dirs["bp"])]
+    assert lines[1].split()[:2] == ["resumable", str(dirs["usf"])]
+    assert lines[2].split()[:2] == ["new", str(dirs["frsf"])]
+    assert lines[3] == "3 jobs: 1 finished, 1 resumable, 1 new (dry run: nothing launched)"
+    assert sorted(p for p in out.rglob("*")) == before  # nothing written, no sweep folder
+    single = run_cli(*base, "feedback=frsf", "dry_run=true")
+    assert single.returncode == 0 and single.stdout.split()[:2] == ["new", str(dirs["frsf"])]
+    assert not dirs["frsf"].exists()

@@ -26,6 +26,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
+from omegaconf import OmegaConf
 
 
 @dataclass
@@ -75,6 +76,8 @@ class ArmsSweeper(BasicSweeper):
         from asymbp import jobs  # imported here: Hydra imports plugins in every Hydra app
 
         self._command_line = list(arguments)
+        if self.config.get("dry_run"):
+            return self._dry_run(arguments)
         os.environ[jobs.SWEEP_PID_ENV] = str(os.getpid())  # workers end when this process does
         self.launcher = _FailureRecorder(self.launcher)
         try:
@@ -94,6 +97,28 @@ class ArmsSweeper(BasicSweeper):
                 print(f"  {' '.join(overrides)}: {error}", file=sys.stderr)
             sys.exit(1)
         return returns
+
+    def _dry_run(self, arguments: list[str]) -> list:
+        """dry_run=true: each job's run directory and what running it would do (finished,
+        failed, resumable, new), composed as the launcher would; nothing launched or written."""
+        from asymbp import runs
+
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        batches = self.split_arguments(parser.parse_overrides(arguments), None)
+        counts: Dict[str, int] = {}  # noqa: UP006
+        for overrides in (job for batch in batches for job in batch):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+            try:
+                run_dir = runs.run_directory(cfg)
+                state = runs.status(run_dir)
+            except Exception as error:  # a job whose config cannot name its directory
+                run_dir, state = f"({str(error).splitlines()[0]})", "error"
+            counts[state] = counts.get(state, 0) + 1
+            print(f"{state:<10} {run_dir}   {' '.join(overrides)}")
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+        print(f"{sum(counts.values())} jobs: {summary} (dry run: nothing launched)")
+        return []
 
     def split_arguments(self, overrides, max_batch_size):  # replaces the basic sweeper's product
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
