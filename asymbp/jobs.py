@@ -8,14 +8,19 @@ non-zero listing them; a job that fails with a one-line error raises `JobFailed`
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
 #: Set by the sweeper to its process id; a job running in a child of that process (a joblib or
 #: submitit-local worker) ends when that process is gone.
@@ -105,3 +110,38 @@ def end_with_parent() -> bool:
 
     threading.Thread(target=watch, name="asymbp-parent-watch", daemon=True).start()
     return True
+
+
+#: Where a sweep's report goes, inside its folder <output_root>/<exp_name>.
+REPORT_DIR = "report"
+
+
+def sweep_report(config: DictConfig) -> Path | None:
+    """asymbp-aggregate (tables and CSVs; no figures, they take seconds) of the sweep's folder
+    (<output_root>/<exp_name>) into its report/, when `sweep_report` is on; one line says where
+    (or why not: the sweep's exit status stays its own). Returns the report's folder, or None."""
+    if not config.get("sweep_report", False) or config.get("dry_run", False):
+        return None  # off, or a dry run: nothing written
+    from asymbp.report.cli import main as aggregate  # pandas and matplotlib only here
+
+    folder = Path(str(config.output_root)) / str(config.exp_name)
+    out = folder / REPORT_DIR
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(messages):
+            status = aggregate([str(folder), "--out", str(out), "--no-figures"])
+    except Exception as error:  # a report must never turn a finished sweep into a traceback
+        status, messages = 1, io.StringIO(f"{type(error).__name__}: {error}")
+    if status != 0:
+        last = (messages.getvalue().strip().splitlines() or ["?"])[-1]
+        print(f"asymbp-train: no sweep report ({last})", file=sys.stderr)
+        return None
+    print(f"asymbp-train: sweep report in {out} (sweep_report=false turns it off)", file=sys.stderr)
+    return out
+
+
+class SweepReport(Callback):
+    """Hydra callback (train.yaml's hydra.callbacks): the sweep's report when a -m sweep ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_report(config)

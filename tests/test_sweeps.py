@@ -480,3 +480,21 @@ def test_dry_run_lists_each_jobs_run_directory_and_state_and_trains_nothing(tmp_
     single = run_cli(*base, "feedback=frsf", "dry_run=true")
     assert single.returncode == 0 and single.stdout.split()[:2] == ["new", str(dirs["frsf"])]
     assert not dirs["frsf"].exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("report", [True, False])
+def test_a_sweep_ends_with_its_report_unless_turned_off(tmp_path, report):
+    out = tmp_path / "outputs"
+    small = [a for a in SMALL if not a.startswith("epochs")]
+    result = run_cli("-m", *small, "seed=0,1", "epochs=1,0", f"output_root={out}",
+                     "exp_name=rep", "progress=false", f"sweep_report={report}")  # fmt: skip
+    assert result.returncode == 1  # epochs=0 fails twice; the report is made all the same
+    folder = out / "rep" / "report"
+    assert folder.exists() == report
+    if report:
+        summary = pd.read_csv(folder / "summary.csv")
+        assert sorted(zip(summary["n"], summary["n_failed"], strict=True)) == [(0, 2), (2, 0)]
+        runs_csv = pd.read_csv(folder / "runs.csv")
+        assert sorted(runs_csv["status"]) == ["done", "done", "failed", "failed"]
+        assert f"sweep report in {folder}" in result.stderr

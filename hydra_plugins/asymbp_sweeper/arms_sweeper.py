@@ -95,6 +95,7 @@ class ArmsSweeper(BasicSweeper):
             print(f"asymbp-train: {len(failed)} of {total} jobs failed:", file=sys.stderr)
             for overrides, error in failed:
                 print(f"  {' '.join(overrides)}: {error}", file=sys.stderr)
+            jobs.sweep_report(self.config)  # Hydra's on_multirun_end does not run after an exit
             sys.exit(1)
         return returns
 
