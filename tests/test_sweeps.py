@@ -482,8 +482,15 @@ def test_dry_run_lists_each_jobs_run_directory_and_state_and_trains_nothing(tmp_
     assert not dirs["frsf"].exists()
 
 
+def test_the_sweep_report_is_off_with_its_key_and_on_a_dry_run(tmp_path):
+    for off in ({"sweep_report": False}, {"sweep_report": True, "dry_run": True}):
+        cfg = OmegaConf.create({"output_root": str(tmp_path), "exp_name": "x", **off})
+        assert jobs.sweep_report(cfg) is None
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("report", [True, False])
+@pytest.mark.parametrize("report", [True])
 def test_a_sweep_ends_with_its_report_unless_turned_off(tmp_path, report):
     out = tmp_path / "outputs"
     small = [a for a in SMALL if not a.startswith("epochs")]
