@@ -202,9 +202,12 @@ def attack_runs(
         torch.set_num_threads(keys["threads"])
     targets = plan(run_dirs, attack, keys, Loader(device), note=report, train=train)
     targets.sort(key=lambda t: str(t.source.run_dir) if t.source else str(t.run_dir))
-    cache: dict = {}
-    results = {}
+    cache: dict = {}  # transfer examples of one source at a time (targets come by source)
+    results, source = {}, None
     for target in targets:
+        if (target.source or target).run_dir != source:
+            cache.clear()
+            source = (target.source or target).run_dir
         if target.run_dir in locked:
             results[target.run_dir] = robustness.evaluate(target, attack, cache, report)
         else:
