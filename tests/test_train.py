@@ -292,11 +292,23 @@ def test_help_lists_options_but_not_the_parts_they_share():
     "choice", ["dataset=_image_base", "-m hparams_search=_search", "experiment=_biotorch_lenet",
                "attack=_common", "-m dataset=digits,_image_base"],
 )  # fmt: skip
-def test_a_shared_part_chosen_as_an_option_is_one_line(tmp_path, choice):
-    result = run_cli(*choice.split(), f"output_root={tmp_path / 'out'}")
+def test_a_shared_part_chosen_as_an_option_is_one_line(choice, capsys):
+    from asymbp.train import refuse_shared_parts
+
+    with pytest.raises(SystemExit) as stop:
+        refuse_shared_parts(choice.split())
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1
+    assert "is a part its options share, not an option: choose" in lines[0]
+
+
+def test_a_shared_part_is_refused_before_hydra_composes_anything(tmp_path):
+    result = run_cli("dataset=_image_base", f"output_root={tmp_path / 'out'}")
     assert result.returncode == 2 and not (tmp_path / "out").exists()
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is a part its options share, not an option: choose" in lines[0]
+    assert result.stderr.strip().splitlines() == [
+        "asymbp-train: error: dataset=_image_base is a part its options share, not an option: "
+        "choose " + ", ".join(sorted(p.stem for p in (CONFIG_DIR / "dataset").glob("[!_]*.yaml")))
+    ]
 
 
 @pytest.mark.parametrize(
@@ -309,12 +321,18 @@ def test_a_shared_part_chosen_as_an_option_is_one_line(tmp_path, choice):
     ],
 )
 def test_values_only_the_data_and_model_can_check_are_one_line_before_writing(
-    tmp_path, overrides, message
+    make_config, tmp_path, overrides, message
 ):
-    result = run_cli(*overrides, "epochs=1", f"output_root={tmp_path / 'out'}")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as error:
+        run(make_config(*overrides, "epochs=1"))
+    assert "\n" not in str(error.value) and not (tmp_path / "outputs").exists()
+
+
+def test_a_value_only_the_data_can_check_exits_2_in_one_line(tmp_path):
+    result = run_cli("train_subset=2", "epochs=1", f"output_root={tmp_path / 'out'}")
     assert result.returncode == 2 and not (tmp_path / "out").exists()
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("asymbp-train: error: train_subset=2 is below")
 
 
 def test_threads_above_the_cores_are_lowered_with_one_warning(make_config, capsys):
