@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import math
 import os
 import sys
 from pathlib import PurePosixPath
@@ -45,7 +46,12 @@ def _check(ok: bool, key: str, value, allowed: str) -> None:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float; YAML's true/false (Python bools are ints) and NaN are not."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @contextlib.contextmanager
@@ -65,25 +71,25 @@ def validate(cfg: DictConfig) -> None:
     stand-in parameter, the model's and the dataset's options are bound to their signatures, so
     each option is checked in one place, by the code that uses it."""
     _check_known_keys(cfg)
-    _check(isinstance(cfg.epochs, int) and cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
+    _check(_is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
     for key in ("batch_size", "eval_batch_size", "alignment_batch"):
         value = cfg[key]
-        _check(isinstance(value, int) and value >= 1, key, value, "an integer >= 1")
+        _check(_is_int(value) and value >= 1, key, value, "an integer >= 1")
     for key in ("seed", "val_seed"):
-        ok = isinstance(cfg[key], int) and SEED_RANGE[0] <= cfg[key] <= SEED_RANGE[1]
+        ok = _is_int(cfg[key]) and SEED_RANGE[0] <= cfg[key] <= SEED_RANGE[1]
         _check(ok, key, cfg[key], "an integer in [0, 2**63 - 1]")
     _check(
         _is_number(cfg.val_fraction) and 0 <= cfg.val_fraction < 1,
         "val_fraction", cfg.val_fraction, "a fraction in [0, 1)",
     )  # fmt: skip
     _check(
-        cfg.train_subset is None or (isinstance(cfg.train_subset, int) and cfg.train_subset >= 1),
+        cfg.train_subset is None or (_is_int(cfg.train_subset) and cfg.train_subset >= 1),
         "train_subset", cfg.train_subset, "null or an integer >= 1",
     )  # fmt: skip
     _check_device(cfg.device)
     _check_precision(cfg.precision, cfg.device)
     _check(
-        cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1),
+        cfg.threads is None or (_is_int(cfg.threads) and cfg.threads >= 1),
         "threads", cfg.threads, "null or an integer >= 1",
     )  # fmt: skip
     _check(

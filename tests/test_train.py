@@ -344,3 +344,35 @@ def test_threads_above_the_cores_are_lowered_with_one_warning(make_config, capsy
     assert f"threads=1000 is more than the {available_cores()} cores" in err
     assert metrics["threads"] == available_cores()
     assert f"threads: {available_cores()}" in (runs.run_directory(cfg) / "config.yaml").read_text()
+
+
+#: Every numeric top-level key with a value past its range (train.yaml's keys; build.validate).
+TOP_LEVEL_NUMBERS = {
+    "epochs": 0, "batch_size": 0, "eval_batch_size": 0, "alignment_batch": 0, "seed": 2**63,
+    "val_seed": 2**63, "val_fraction": 1.0, "train_subset": 0, "threads": 0,
+    "divergence_loss": 0,
+}  # fmt: skip
+
+
+def test_every_numeric_top_level_key_is_listed():
+    train = OmegaConf.load(CONFIG_DIR / "train.yaml")
+    numeric = {
+        key for key, value in train.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }  # fmt: skip
+    nullable_numbers = {"train_subset", "threads"}  # null by default
+    assert numeric | nullable_numbers == set(TOP_LEVEL_NUMBERS)
+
+
+@pytest.mark.parametrize("key", sorted(TOP_LEVEL_NUMBERS))
+@pytest.mark.parametrize("bad", ["true", "'x'", "-1", "nan", "range"])
+def test_a_bad_top_level_number_is_one_config_error_before_anything_is_written(
+    make_config, tmp_path, key, bad
+):
+    value = TOP_LEVEL_NUMBERS[key] if bad == "range" else bad
+    if key == "val_fraction" and bad == "-1":
+        value = -0.5
+    cfg = make_config(f"{key}={value}")
+    with pytest.raises(ConfigError, match=f"^{key}=") as error:
+        run(cfg)
+    assert "\n" not in str(error.value) and not (tmp_path / "outputs").exists()
