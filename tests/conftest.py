@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,18 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def orphans_after_killing(process, seconds: float = 20) -> list[int]:
+    """SIGKILL a sweep's process and return its workers still alive `seconds` later (killed
+    then, so that a failing test leaves nothing training)."""
+    workers = children(process.pid)
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + seconds
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [pid for pid in workers if alive(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    return orphans

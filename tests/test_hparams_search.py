@@ -4,7 +4,6 @@ with the study in the sweep folder so that the same command resumes it (digits, 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, alive, children, compose_config, run_cli
+from conftest import REPO, compose_config, orphans_after_killing, run_cli
 
 from asymbp import runs
 from asymbp.feedback import RULES
@@ -174,13 +173,4 @@ def test_killing_a_joblib_search_ends_its_workers(tmp_path):
     search = _search(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      "hydra.sweeper.n_jobs=2")  # fmt: skip
     _wait_for_checkpoint(tmp_path, 2)
-    workers = children(search.pid)
-    search.kill()
-    search.communicate(timeout=60)
-    deadline = time.monotonic() + 20
-    while any(map(alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    orphans = [pid for pid in workers if alive(pid)]
-    for pid in orphans:  # do not leave them training when the test fails
-        os.kill(pid, signal.SIGKILL)
-    assert orphans == []
+    assert orphans_after_killing(search) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from conftest import CONFIG_DIR, REPO, alive, children, compose_config, run_cli
+from conftest import CONFIG_DIR, REPO, compose_config, orphans_after_killing, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
@@ -434,16 +433,7 @@ def test_killing_a_joblib_sweep_ends_its_workers(tmp_path, launcher):
     while len(list(out.rglob(runs.CHECKPOINT))) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(list(out.rglob(runs.CHECKPOINT))) == 2, "the workers did not start"
-    workers = children(sweep.pid)
-    sweep.kill()
-    sweep.wait()
-    deadline = time.monotonic() + 20
-    while any(map(alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    orphans = [pid for pid in workers if alive(pid)]
-    for pid in orphans:  # do not leave them training when the test fails
-        os.kill(pid, signal.SIGKILL)
-    assert orphans == []
+    assert orphans_after_killing(sweep) == []
     histories = {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
     time.sleep(1.0)
     assert histories == {p: p.stat().st_mtime_ns for p in out.rglob(runs.HISTORY)}
