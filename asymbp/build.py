@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from asymbp import finetune, loggers, robustness
-from asymbp.config import CONFIG_DIR, GROUPS, ConfigError
+from asymbp.config import CONFIG_DIR, GROUPS, ConfigError, out_of_range
 from asymbp.data import DATASETS
 from asymbp.engine import PRECISIONS, set_tf32
 from asymbp.feedback import RULES, FeedbackRule
@@ -25,9 +25,18 @@ from asymbp.optim import (
     OPTIMIZERS,
     SCHEDULES,
     BatchManhattan,
+    OptimizerKeys,
     output_layer_parameters,
 )
-from asymbp.registry import options_of
+from asymbp.registry import (
+    Positive,
+    PositiveInt,
+    Rate,
+    Seed,
+    check_values,
+    declarations,
+    options_of,
+)
 from asymbp.runs import NAME_MAX
 
 #: feedback keys that configure the conversion, not the rule object.
@@ -36,22 +45,18 @@ RULE_KEYS = ("name", "last_layer_bp", "modules")
 MODULES_EXAMPLE = "feedback.modules='[{match: \"*attn*\", name: bp}]'"
 #: The keys of a norm config (read by make_model and make_optimizer).
 NORM_KEYS = ("name", "batch_norm", "batch_manhattan", "scope", "sign_of")
-#: Seeds go to torch.manual_seed and torch.Generator.manual_seed (64-bit).
-SEED_RANGE = (0, 2**63 - 1)
+#: train.yaml's numeric keys and what each may be (checked by registry.check_values, as every
+#: group's options are from their components' annotations).
+TOP_LEVEL = {
+    "epochs": PositiveInt, "batch_size": PositiveInt, "eval_batch_size": PositiveInt,
+    "alignment_batch": PositiveInt, "seed": Seed, "val_seed": Seed, "val_fraction": Rate,
+    "train_subset": PositiveInt | None, "threads": PositiveInt | None, "divergence_loss": Positive,
+}  # fmt: skip
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is out of range: {allowed}")
-
-
-def _is_number(value) -> bool:
-    """A finite int or float; YAML's true/false (Python bools are ints) and NaN are not."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        raise out_of_range(key, value, allowed)
 
 
 @contextlib.contextmanager
@@ -71,31 +76,9 @@ def validate(cfg: DictConfig) -> None:
     stand-in parameter, the model's and the dataset's options are bound to their signatures, so
     each option is checked in one place, by the code that uses it."""
     _check_known_keys(cfg)
-    _check(_is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
-    for key in ("batch_size", "eval_batch_size", "alignment_batch"):
-        value = cfg[key]
-        _check(_is_int(value) and value >= 1, key, value, "an integer >= 1")
-    for key in ("seed", "val_seed"):
-        ok = _is_int(cfg[key]) and SEED_RANGE[0] <= cfg[key] <= SEED_RANGE[1]
-        _check(ok, key, cfg[key], "an integer in [0, 2**63 - 1]")
-    _check(
-        _is_number(cfg.val_fraction) and 0 <= cfg.val_fraction < 1,
-        "val_fraction", cfg.val_fraction, "a fraction in [0, 1)",
-    )  # fmt: skip
-    _check(
-        cfg.train_subset is None or (_is_int(cfg.train_subset) and cfg.train_subset >= 1),
-        "train_subset", cfg.train_subset, "null or an integer >= 1",
-    )  # fmt: skip
+    check_values("", {key: cfg[key] for key in TOP_LEVEL}, TOP_LEVEL)
     _check_device(cfg.device)
     _check_precision(cfg.precision, cfg.device)
-    _check(
-        cfg.threads is None or (_is_int(cfg.threads) and cfg.threads >= 1),
-        "threads", cfg.threads, "null or an integer >= 1",
-    )  # fmt: skip
-    _check(
-        _is_number(cfg.divergence_loss) and cfg.divergence_loss > 0,
-        "divergence_loss", cfg.divergence_loss, "a number > 0",
-    )  # fmt: skip
     _check(cfg.progress in ("auto", True, False), "progress", cfg.progress, "auto, true or false")
     _check(
         cfg.output_layer is None or (isinstance(cfg.output_layer, str) and cfg.output_layer),
@@ -234,12 +217,9 @@ def module_rules(cfg: DictConfig) -> list[tuple[str, FeedbackRule]]:
     return pairs
 
 
-def _optimizer_choice(cfg: DictConfig) -> tuple[type[torch.optim.Optimizer], dict]:
-    """The torch optimizer class of optimizer.name and its keyword arguments (without lr)."""
-    kwargs = {
-        key: tuple(v) if isinstance(v, list) else v  # betas: [0.9, 0.999] in YAML
-        for key, v in options_of(cfg.optimizer, skip=OPTIMIZER_KEYS).items()
-    }
+def _optimizer_choice(cfg: DictConfig) -> tuple[Callable[..., torch.optim.Optimizer], dict]:
+    """The builder of optimizer.name (optim.OPTIMIZERS) and its keyword arguments (without lr)."""
+    kwargs = options_of(cfg.optimizer, skip=OPTIMIZER_KEYS)
     OPTIMIZERS.check(cfg.optimizer.name, kwargs, provided=("lr",), positional=1)
     return OPTIMIZERS[cfg.optimizer.name], kwargs
 
@@ -247,22 +227,13 @@ def _optimizer_choice(cfg: DictConfig) -> tuple[type[torch.optim.Optimizer], dic
 def _check_optimizer(cfg: DictConfig) -> None:
     """Build the optimizer, Batch Manhattan and the scheduler on a stand-in parameter."""
     opt = cfg.optimizer
-    for key in ("lr", "bm_lr"):
-        _check(_is_number(opt[key]) and opt[key] > 0, f"optimizer.{key}", opt[key], "a number > 0")
-    if "momentum" in opt:  # torch accepts momentum >= 1, which never forgets a gradient
-        ok = _is_number(opt.momentum) and 0 <= opt.momentum < 1
-        _check(ok, "optimizer.momentum", opt.momentum, "a number in [0, 1)")
+    shared = {k: v for k, v in options_of(opt).items() if k in OPTIMIZER_KEYS}
+    check_values("optimizer", shared, declarations(OptimizerKeys))
     SCHEDULES.get_or_fail(opt.schedule)
-    if opt.schedule == "multistep":
-        milestones = opt.get("milestones")
-        ok = bool(milestones) and all(isinstance(m, int) and m > 0 for m in milestones)
-        _check(ok, "optimizer.milestones", milestones, "a list of epochs > 0 (multistep)")
-    # torch's StepLR accepts both and fails later, at the end of the first epoch.
-    _check(
-        isinstance(opt.step_size, int) and opt.step_size >= 1,
-        "optimizer.step_size", opt.step_size, "an integer >= 1",
-    )  # fmt: skip
-    _check(_is_number(opt.gamma) and opt.gamma > 0, "optimizer.gamma", opt.gamma, "a number > 0")
+    if opt.schedule == "multistep" and not opt.get("milestones"):
+        raise out_of_range(
+            "optimizer.milestones", opt.get("milestones"), "a list of epochs > 0 (multistep)"
+        )
     stand_in = convert(torch.nn.Sequential(torch.nn.Linear(1, 1)), example_input=torch.zeros(1, 1))
     with _constructing(f"optimizer={opt.name}"):
         optimizer = _make_optimizer(cfg, stand_in)

@@ -23,3 +23,8 @@ PAPER_DATASETS = (
 
 class ConfigError(ValueError):
     """A config value out of its range; the message names the key and the allowed values."""
+
+
+def out_of_range(key: str, value, allowed: str) -> ConfigError:
+    """The error of a value outside what its key allows: `key=value is out of range: allowed`."""
+    return ConfigError(f"{key}={value!r} is out of range: {allowed}")

@@ -34,11 +34,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
-from asymbp.registry import Registry
+from asymbp.registry import (
+    Count,
+    Fraction,
+    NonNegative,
+    Positive,
+    PositiveInt,
+    Rate,
+    Registry,
+    check_values,
+    declarations,
+)
 
 MAGNITUDES = ("uniform", "half_normal")
 #: Scales named after the layer's Xavier initialization (sigma = sqrt(2 / (fan_in + fan_out))):
@@ -106,6 +116,10 @@ class FeedbackRule:
         (classes x in x kh x kw) that the layer applies as a transposed convolution."""
         raise NotImplementedError
 
+    def __post_init__(self):
+        """Each option checked against its annotation (type and registry.Range), as a config's."""
+        check_values("feedback", self.options(), declarations(type(self)))
+
     def options(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -132,18 +146,7 @@ class ScaledRule(FeedbackRule):
     biotorch's and Xiao et al.'s scaling of uSF by the initialization std; 'init_bound' by
     Xavier-uniform's bound, biotorch's draw for brsf, frsf and rndf (see NAMED_SCALES)."""
 
-    scale: float | str = 1.0
-
-    def __post_init__(self):
-        valid_number = (
-            isinstance(self.scale, int | float)
-            and not isinstance(self.scale, bool)
-            and self.scale >= 0
-        )
-        if not (valid_number or self.scale in NAMED_SCALES):
-            raise ValueError(
-                f"feedback scale must be a number >= 0 or one of {NAMED_SCALES}, got {self.scale!r}"
-            )
+    scale: NonNegative | Literal[NAMED_SCALES] = 1.0
 
     def _scaled(self, v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.scale == "init_std":
@@ -159,14 +162,7 @@ class ScaledRule(FeedbackRule):
 class RandomMagnitudeRule(ScaledRule):
     """A rule whose V has random non-negative magnitudes M drawn from `magnitude`."""
 
-    magnitude: str = "uniform"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.magnitude not in MAGNITUDES:
-            raise ValueError(
-                f"feedback magnitude must be one of {MAGNITUDES}, got {self.magnitude!r}"
-            )
+    magnitude: Literal[MAGNITUDES] = "uniform"
 
 
 @register_rule
@@ -246,14 +242,7 @@ class SC(RandomMagnitudeRule):
     name: ClassVar[str] = "sc"
     name_options: ClassVar[tuple[str, ...]] = ("concordance",)
 
-    concordance: float = 1.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not (isinstance(self.concordance, int | float) and 0.0 <= self.concordance <= 1.0):
-            raise ValueError(
-                f"feedback concordance must be a fraction in [0, 1], got {self.concordance!r}"
-            )
+    concordance: Fraction = 1.0
 
     def make_state(self, weight, generator):
         n = weight.numel()
@@ -314,31 +303,13 @@ class WM(FeedbackRule):
     updates_between_steps: ClassVar[bool] = True
     name_options: ClassVar[tuple[str, ...]] = ("every", "steps", "lr", "weight_decay")
 
-    every: int = 1
-    steps: int = 1
-    warmup_steps: int = 100
-    batch: int = 128
-    noise_std: float = 1.0
-    lr: float = 0.01
-    weight_decay: float = 0.01
-
-    def __post_init__(self):
-        for key in ("every", "steps", "batch"):
-            value = getattr(self, key)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"feedback {key} must be an integer >= 1, got {value!r}")
-        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-            raise ValueError(
-                f"feedback warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"
-            )
-        for key in ("noise_std", "lr"):
-            value = getattr(self, key)
-            if not (isinstance(value, int | float) and value > 0):
-                raise ValueError(f"feedback {key} must be a number > 0, got {value!r}")
-        if not (isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < 1):
-            raise ValueError(
-                f"feedback weight_decay must be a number in [0, 1), got {self.weight_decay!r}"
-            )
+    every: PositiveInt = 1
+    steps: PositiveInt = 1
+    warmup_steps: Count = 100
+    batch: PositiveInt = 128
+    noise_std: Positive = 1.0
+    lr: Positive = 0.01
+    weight_decay: Rate = 0.01
 
     def make_state(self, weight, generator):
         return {
@@ -387,14 +358,8 @@ class DFA(FeedbackRule):
     routes_global_error: ClassVar[bool] = True
     name_options: ClassVar[tuple[str, ...]] = ("scale",)
 
-    scale: float = 1.0
-    draw: str = "fan_in"
-
-    def __post_init__(self):
-        if not (isinstance(self.scale, int | float) and self.scale > 0):
-            raise ValueError(f"feedback scale must be a number > 0, got {self.scale!r}")
-        if self.draw not in DFA_DRAWS:
-            raise ValueError(f"feedback draw must be one of {DFA_DRAWS}, got {self.draw!r}")
+    scale: Positive = 1.0
+    draw: Literal[DFA_DRAWS] = "fan_in"
 
     def make_state(self, weight, generator):
         # B's shape is known at the first backward pass; its seed is drawn now, so B is fixed.

@@ -11,13 +11,14 @@ produces the logits (`convert` finds it from a forward pass).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torchvision
 from torch import nn
 
-from asymbp.registry import Registry
+from asymbp.registry import Positive, PositiveInt, Rate, Registry
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -96,13 +97,11 @@ class PaperCNN(nn.Module):
         image_size: int,
         num_classes: int,
         batch_norm: bool,
-        hidden: int = 128,
-        width: float = 1.0,
-        max_stages: int = 5,
+        hidden: PositiveInt = 128,
+        width: Positive = 1.0,
+        max_stages: PositiveInt = 5,
     ) -> None:
         super().__init__()
-        if width <= 0 or hidden < 1:
-            raise ValueError(f"paper_cnn: width must be > 0 and hidden >= 1, got {width}, {hidden}")
         self.num_stages = paper_cnn_stages(image_size, max_stages)
         layers: list[nn.Module] = []
         channels, side = in_channels, image_size
@@ -144,15 +143,13 @@ def mlp(
     image_size: int,
     num_classes: int,
     batch_norm: bool,
-    hidden: int | Iterable[int] = (512, 512),
+    hidden: PositiveInt | list[PositiveInt] = (512, 512),
 ) -> nn.Module:
     """Flatten -> [Linear -> [BN1d] -> ReLU] per hidden width -> Linear(num_classes).
 
     hidden: the hidden widths (a list, a single int, or empty for a linear classifier).
     """
     widths = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
-    if any(w < 1 for w in widths):
-        raise ValueError(f"mlp: hidden widths must be >= 1, got {widths}")
     layers: list[nn.Module] = [nn.Flatten()]
     features = in_channels * image_size * image_size
     for width in widths:
@@ -281,8 +278,8 @@ def lenet5(
     image_size: int,
     num_classes: int,
     batch_norm: bool,
-    activation: str = "relu",
-    init: str = "default",
+    activation: Literal["relu", "tanh"] = "relu",
+    init: Literal[LENET_INITS] = "default",
 ) -> nn.Module:
     """biotorch's LeNetMNIST (Sanfiz & Akrout 2021), the network of its MNIST/Fashion-MNIST runs.
 
@@ -296,14 +293,7 @@ def lenet5(
     """
     if image_size not in (28, 32):
         raise ValueError(f"lenet5 takes 28x28 or 32x32 images, got {image_size}x{image_size}")
-    activations = {"relu": nn.ReLU, "tanh": nn.Tanh}
-    if activation not in activations:
-        raise ValueError(
-            f"lenet5: activation must be one of {sorted(activations)}, not {activation!r}"
-        )
-    if init not in LENET_INITS:
-        raise ValueError(f"lenet5: init must be one of {list(LENET_INITS)}, not {init!r}")
-    act = activations[activation]
+    act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
     model = nn.Sequential(
         nn.Conv2d(in_channels, 6, 5, padding=2 if image_size == 28 else 0),
         *_bn2d(6, batch_norm),
@@ -398,13 +388,13 @@ def vit(
     image_size: int,
     num_classes: int,
     batch_norm: bool,
-    patch_size: int = 4,
-    width: int = 64,
-    depth: int = 4,
-    heads: int = 4,
-    mlp_ratio: float = 2.0,
-    pool: str = "cls",
-    dropout: float = 0.0,
+    patch_size: PositiveInt = 4,
+    width: PositiveInt = 64,
+    depth: PositiveInt = 4,
+    heads: PositiveInt = 4,
+    mlp_ratio: Positive = 2.0,
+    pool: Literal[VIT_POOLS] = "cls",
+    dropout: Rate = 0.0,
 ) -> nn.Module:
     """A small Vision Transformer (Dosovitskiy et al. 2021) for 28-64 px images (ours: sized to
     train on a CPU in minutes). LayerNorm is part of the architecture (pre-norm blocks), so
@@ -414,10 +404,6 @@ def vit(
             "vit normalizes with LayerNorm in every block; norm=bn and bn_bm would add nothing "
             "the paper defines: use norm=none (LayerNorm only) or norm=bm (with Batch Manhattan)"
         )
-    for key, value in (("patch_size", patch_size), ("width", width), ("depth", depth),
-                       ("heads", heads)):  # fmt: skip
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"vit: {key} must be an integer >= 1, got {value!r}")
     if image_size % patch_size:
         raise ValueError(
             f"vit: patch_size={patch_size} does not divide the {image_size}x{image_size} images "
@@ -425,13 +411,6 @@ def vit(
         )
     if width % heads:
         raise ValueError(f"vit: heads={heads} must divide width={width}")
-    if not (isinstance(mlp_ratio, int | float) and not isinstance(mlp_ratio, bool)
-            and mlp_ratio > 0):  # fmt: skip
-        raise ValueError(f"vit: mlp_ratio must be a number > 0, got {mlp_ratio!r}")
-    if pool not in VIT_POOLS:
-        raise ValueError(f"vit: pool must be one of {list(VIT_POOLS)}, not {pool!r}")
-    if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
-        raise ValueError(f"vit: dropout must be in [0, 1), got {dropout!r}")
     return VisionTransformer(
         in_channels, image_size, num_classes, patch_size, width, depth, heads, float(mlp_ratio),
         pool, float(dropout),

@@ -4,22 +4,69 @@ optimizer stepping on the sign of the mini-batch gradient (or of its own update)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
 from asymbp.layers import output_layer
-from asymbp.registry import Registry
+from asymbp.registry import NonNegative, Positive, PositiveInt, Rate, Registry
 
-#: optimizer.name -> the torch optimizer; the config's other keys besides OPTIMIZER_KEYS are its
-#: keyword arguments (momentum, weight_decay, betas, ...), checked against its signature.
-OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer", key="optimizer.name")
-OPTIMIZERS.register("sgd", torch.optim.SGD)
-OPTIMIZERS.register("adam", torch.optim.Adam)
-#: Keys of every optimizer config that are not the torch optimizer's: its name, the rate under
-#: Batch Manhattan and the schedule's (lr is passed, per parameter group).
-OPTIMIZER_KEYS = ("name", "lr", "bm_lr", "schedule", "step_size", "gamma", "milestones")
+#: optimizer.name -> a function building the torch optimizer from the parameters, lr and the
+#: config's other keys besides OPTIMIZER_KEYS; its annotations declare each key's range
+#: (registry.Range), which Registry.check enforces before a run starts.
+OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer", key="optimizer.name")
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(
+    params,
+    lr: Positive,
+    *,
+    momentum: Rate = 0.0,
+    dampening: NonNegative = 0.0,
+    weight_decay: NonNegative = 0.0,
+    nesterov: bool = False,
+) -> torch.optim.SGD:
+    """torch.optim.SGD (momentum below 1: torch accepts >= 1, which never forgets a gradient)."""
+    return torch.optim.SGD(
+        params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+        nesterov=nesterov,
+    )  # fmt: skip
+
+
+@OPTIMIZERS.register("adam")
+def adam(
+    params,
+    lr: Positive,
+    *,
+    betas: tuple[Rate, Rate] = (0.9, 0.999),
+    eps: Positive = 1e-8,
+    weight_decay: NonNegative = 0.0,
+    amsgrad: bool = False,
+) -> torch.optim.Adam:
+    """torch.optim.Adam."""
+    return torch.optim.Adam(
+        params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+    )
+
+
+@dataclass(frozen=True)
+class OptimizerKeys:
+    """The keys of every optimizer config that are not its torch optimizer's (the declaration
+    build checks them by): the rate without and with Batch Manhattan, and the schedule's."""
+
+    lr: Positive
+    bm_lr: Positive
+    schedule: str
+    step_size: PositiveInt  # torch's StepLR takes 0 or a float and fails after an epoch
+    gamma: Positive
+    milestones: list[PositiveInt] | None = None
+
+
+#: The keys of OptimizerKeys, and name (lr is passed per parameter group).
+OPTIMIZER_KEYS = ("name", *(f.name for f in fields(OptimizerKeys)))
 
 #: optimizer.schedule -> schedule(optimizer, epochs, optimizer config) -> an LR scheduler stepped
 #: once per epoch.

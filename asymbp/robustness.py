@@ -28,19 +28,20 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from asymbp import runs
-from asymbp.config import ConfigError
+from asymbp.config import ConfigError, out_of_range
 from asymbp.layers import asymmetric_layers, exact_backprop
+from asymbp.registry import Fraction, OpenFraction, Positive, PositiveInt, Seed, describe, fits
 
 #: The attackers, in the order of every output.
 ATTACKERS = ("exact", "rule", "transfer")
@@ -58,42 +59,43 @@ def _torchattacks():
         raise ConfigError(f"attacks need torchattacks ({error}): {INSTALL}") from None
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass(frozen=True)
 class Option:
-    """One key of an attack: its check and what the error says it must be."""
+    """One key of an attack: its check, what the error says it must be and, where the check is
+    a type's (registry.fits), that type."""
 
     check: Callable[[object], bool]
     allowed: str
+    annotation: object = None
+
+    @classmethod
+    def declared(cls, annotation, note: str = "") -> Option:
+        """The option whose values are those of `annotation` (registry.fits, registry.Range)."""
+        return cls(lambda v: fits(v, annotation), describe(annotation) + note, annotation)
 
 
-STEPS = Option(lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+def _distinct(annotation, example: str) -> Option:
+    """A non-empty list of distinct values of `annotation`."""
+    return Option(
+        lambda v: isinstance(v, list | tuple) and len(v) > 0 and len(set(v)) == len(v)
+        and fits(v, list[annotation]),
+        f"a list of distinct values, each {describe(annotation)}, e.g. {example}",
+        list[annotation],
+    )  # fmt: skip
+
+
+STEPS = Option.declared(PositiveInt)
 COMMON = {
-    "epsilons": Option(
-        lambda v: isinstance(v, list | tuple) and len(v) > 0
-        and all(_is_number(e) and 0 <= e <= 1 for e in v) and len(set(v)) == len(v),
-        "a list of distinct numbers in [0, 1] (pixel units), e.g. [0, 0.01, 0.03, 0.1]",
-    ),  # fmt: skip
-    "attackers": Option(
-        lambda v: isinstance(v, list | tuple) and len(v) > 0
-        and all(a in ATTACKERS for a in v) and len(set(v)) == len(v),
-        f"a list of distinct attackers among {', '.join(ATTACKERS)}",
-    ),  # fmt: skip
-    "subset": Option(lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
-    "seed": Option(lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63 - 1]"),
+    "epsilons": _distinct(Fraction, "[0, 0.01, 0.03, 0.1] (pixel units)"),
+    "attackers": _distinct(Literal[ATTACKERS], "[exact, rule, transfer]"),
+    "subset": Option.declared(PositiveInt | None),
+    "seed": Option.declared(Seed),
     "transfer_from": Option(
         lambda v: v is None or (isinstance(v, dict) and len(v) > 0),
         "null ({feedback: bp}) or a mapping of config values, e.g. {feedback: bp, optimizer.lr: "
         "0.03}",
     ),
-    "batch_size": Option(lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": Option.declared(PositiveInt),
 }
 
 
@@ -127,16 +129,16 @@ ATTACKS = {
         _pgd,
         {
             "steps": STEPS,
-            "step_size": Option(lambda v: _is_number(v) and v > 0, "a number > 0 (x eps / steps)"),
-            "random_start": Option(lambda v: isinstance(v, bool), "true or false"),
+            "step_size": Option.declared(Positive, " (x eps / steps)"),
+            "random_start": Option.declared(bool),
         },
     ),
     "apgd": Attack(
         _apgd,
         {
             "steps": STEPS,
-            "restarts": Option(lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-            "rho": Option(lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+            "restarts": Option.declared(PositiveInt),
+            "rho": Option.declared(OpenFraction),
         },
     ),
 }
@@ -169,7 +171,7 @@ def check(attack: DictConfig) -> None:
         if key not in values:
             raise ConfigError(f"attack.{key} is missing: attack={name} needs it")
         if not option.check(values[key]):
-            raise ConfigError(f"attack.{key}={values[key]!r} is not {option.allowed}")
+            raise out_of_range(f"attack.{key}", values[key], option.allowed)
     _torchattacks()
 
 

@@ -19,9 +19,12 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 
 from asymbp import jobs
+from asymbp.registry import PositiveInt, check_values
 
 #: The trial's user attribute naming the process that runs it: "host:pid".
 PROCESS_ATTR = "asymbp.process"
+#: The sweeper's numeric keys (hydra.sweeper.*) and their ranges.
+SWEEPER_KEYS = {"max_failures": PositiveInt | None, "n_trials": PositiveInt, "n_jobs": PositiveInt}
 #: The user attribute of a trial that failed because its run directory was busy.
 BUSY_ATTR = "asymbp.busy"
 
@@ -102,12 +105,10 @@ def _sigterm_as_interrupt():
 
 
 class AsymbpOptunaSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, *args, max_failures: int | None = 3, **kwargs) -> None:
+    def __init__(self, *args, max_failures: PositiveInt | None = 3, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if max_failures is not None and max_failures < 1:
-            raise ValueError(
-                f"hydra.sweeper.max_failures must be >= 1 or null, got {max_failures}"
-            )
+        values = {"max_failures": max_failures, "n_trials": self.n_trials, "n_jobs": self.n_jobs}
+        check_values("hydra.sweeper", values, SWEEPER_KEYS)
         self.max_failures = max_failures
 
     def _say(self, line: str) -> None:

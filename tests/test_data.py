@@ -274,9 +274,11 @@ def test_synthetic_is_learnable_by_nearest_class_mean():
 
 
 def test_synthetic_rejects_bad_options():
-    with pytest.raises(ValueError, match="num_classes must be >= 2"):
+    with pytest.raises(
+        ValueError, match=r"^dataset.num_classes=1 is out of range: an integer >= 2$"
+    ):
         load("synthetic", num_classes=1)
-    with pytest.raises(ValueError, match="noise must be >= 0"):
+    with pytest.raises(ValueError, match="noise=-1 is out of range: a number >= 0"):
         load("synthetic", noise=-1)
 
 

@@ -176,14 +176,22 @@ def test_global_seed_drives_state_when_no_seed_given():
     [
         ("nope", {}, r"feedback='nope' is unknown: choose one of bp, usf, brsf"),
         ("usff", {}, r"feedback='usff' is unknown: did you mean usf\?"),
-        ("sc", {"concordance": 1.5}, r"concordance must be a fraction in \[0, 1\]"),
-        ("sc", {"concordance": -0.1}, r"concordance must be a fraction in \[0, 1\]"),
-        ("usf", {"scale": -1.0}, r"scale must be .* one of \('init_std', 'init_bound'\)"),
-        ("usf", {"scale": "big"}, r"scale must be a number >= 0"),
+        (
+            "sc",
+            {"concordance": 1.5},
+            r"^feedback.concordance=1.5 is out of range: a number in \[0, 1\]$",
+        ),
+        ("sc", {"concordance": -0.1}, r"concordance=-0.1 is out of range: a number in \[0, 1\]"),
+        (
+            "usf",
+            {"scale": -1.0},
+            r"scale=-1.0 is out of range: a number >= 0 or one of init_std, init_bound",
+        ),
+        ("usf", {"scale": "big"}, r"scale='big' is out of range: a number >= 0"),
         (
             "frsf",
             {"magnitude": "gaussian"},
-            r"magnitude must be one of \('uniform', 'half_normal'\)",
+            r"magnitude=.* is out of range: one of uniform, half_normal",
         ),
         ("bp", {"scale": 2.0}, r"^feedback=bp has no option scale: its options are none$"),
     ],
@@ -249,8 +257,9 @@ def test_init_std_keeps_todays_draws_sqrt3_below_biotorchs():
     """scale=init_std: magnitudes on [0, sigma], RMS sigma / sqrt(3); init_bound is sqrt(3) x that
     for the same draw (the same seed gives the same M)."""
     shape = (120, 400)
-    std, bound = layer_of_shape("frsf", shape, scale="init_std"), layer_of_shape(
-        "frsf", shape, scale="init_bound"
+    std, bound = (
+        layer_of_shape("frsf", shape, scale="init_std"),
+        layer_of_shape("frsf", shape, scale="init_bound"),
     )
     torch.testing.assert_close(bound.feedback_weight(), math.sqrt(3) * std.feedback_weight())
     assert std.feedback_weight().abs().max().item() <= init_std(std.weight) * (1 + 1e-6)

@@ -366,7 +366,7 @@ def test_a_bad_job_fails_alone_and_the_sweep_ends_non_zero(tmp_path):
         "-m", "feedback=sc", "feedback.concordance=0.5,2,0.25", *SMALL, "threads=1",
         "progress=false", f"output_root={out}", "exp_name=bad",
     )  # fmt: skip
-    line = "feedback=sc: feedback concordance must be a fraction in [0, 1], got 2"
+    line = "feedback.concordance=2 is out of range: a number in [0, 1]"
     run_dir = _sweep_failure_checks(result, out, line, finished=2)
     assert run_dir.name.startswith("synthetic_paper_cnn_sc2_")
     assert [name.split("_")[3] for name in done_runs(out)] == ["sc0.25", "sc0.5"]

@@ -206,8 +206,8 @@ def test_huge_learning_rate_without_bn_or_bm_diverges(make_config):
         ("epochs=0", "epochs=0 is out of range: an integer >= 1"),
         ("batch_size=-1", "batch_size=-1 is out of range: an integer >= 1"),
         ("optimizer.lr=-1", "optimizer.lr=-1 is out of range: a number > 0"),
-        ("feedback.scale=-2", "feedback=usf: feedback scale must be a number >= 0"),
-        ("val_fraction=1.5", "val_fraction=1.5 is out of range: a fraction in [0, 1)"),
+        ("feedback.scale=-2", "feedback.scale=-2 is out of range: a number >= 0 or one of"),
+        ("val_fraction=1.5", "val_fraction=1.5 is out of range: a number in [0, 1)"),
         ("optimizer.schedule=linear", "optimizer.schedule='linear' is unknown: choose one of none"),
     ],
 )
@@ -225,7 +225,7 @@ def test_cli_bad_input_exits_with_one_line_and_no_done(tmp_path):
     result = run_cli("feedback=sc", "feedback.concordance=2", f"output_root={out}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "asymbp-train: error: feedback=sc: feedback concordance must be a fraction in [0, 1], got 2"
+        "asymbp-train: error: feedback.concordance=2 is out of range: a number in [0, 1]"
     ]
     missing = tmp_path / "nowhere"
     result = run_cli("dataset=fashion_mnist", f"dataset.root={missing}", f"output_root={out}")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+
+from asymbp.registry import PositiveInt, Range
 
 
 class DatasetError(Exception):
@@ -31,9 +34,9 @@ class Expect:
     read as one class, a missing part) stops with one line instead of training on wrong labels.
     """
 
-    classes: int | None = None
-    train: int | None = None
-    test: int | None = None
+    classes: Annotated[int, Range(ge=2)] | None = None
+    train: PositiveInt | None = None
+    test: PositiveInt | None = None
 
     def check(
         self,

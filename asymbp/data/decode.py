@@ -11,8 +11,11 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from asymbp.data.base import Expect
+from asymbp.data.formats.images import FITS
+from asymbp.registry import PositiveInt
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,10 @@ class Decoding:
     @classmethod
     def from_config(
         cls,
-        image_size: int | None,
-        channels: int | None,
-        fit: str,
-        expect: Expect,
+        image_size: PositiveInt | None,
+        channels: Literal[1, 3] | None,
+        fit: Literal[FITS],
+        expect: Expect | None,
         cache: bool,
         cache_dir: str | os.PathLike | None,
     ) -> Decoding:

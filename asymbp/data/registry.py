@@ -47,6 +47,8 @@ def taking_config_keys(loader: Loader) -> Loader:
         keys = {key: options.pop(key) for key in DECODING_KEYS}
         return loader(**options, decoding=Decoding.from_config(**keys))
 
+    from_config.declared_by = (Decoding.from_config,)  # the shared keys' annotations
+
     # own parameters first, in the kinds' order (keyword-only after positional, ** last)
     from_config.__signature__ = signature.replace(
         parameters=sorted([*own, *shared], key=lambda p: p.kind)

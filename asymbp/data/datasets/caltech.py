@@ -16,6 +16,7 @@ from asymbp.data.layout import Layout, fetch
 from asymbp.data.pipeline import load_by_rule, torchvision_index
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
+from asymbp.registry import OpenFraction, PositiveInt, Seed
 
 CALTECH101 = Layout(
     "caltech101",
@@ -81,10 +82,10 @@ def _load_caltech(
 @register_dataset("caltech101")
 def load_caltech101(
     root: str | os.PathLike,
-    train_per_class: int | None,
-    test_per_class: int | None,
-    test_fraction: float | None,
-    split_seed: int,
+    train_per_class: PositiveInt | None,
+    test_per_class: PositiveInt | None,
+    test_fraction: OpenFraction | None,
+    split_seed: Seed,
     download: bool,
     decoding: Decoding,
 ) -> InMemoryDataset:
@@ -98,10 +99,10 @@ def load_caltech101(
 @register_dataset("caltech256")
 def load_caltech256(
     root: str | os.PathLike,
-    train_per_class: int | None,
-    test_per_class: int | None,
-    test_fraction: float | None,
-    split_seed: int,
+    train_per_class: PositiveInt | None,
+    test_per_class: PositiveInt | None,
+    test_fraction: OpenFraction | None,
+    split_seed: Seed,
     include_clutter: bool,
     download: bool,
     decoding: Decoding,

@@ -8,10 +8,13 @@ from sklearn.datasets import load_digits as sklearn_load_digits
 from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import stratified_split
+from asymbp.registry import OpenFraction, Seed
 
 
 @register_dataset("digits")
-def load_digits(test_fraction: float, split_seed: int, expect: Expect) -> InMemoryDataset:
+def load_digits(
+    test_fraction: OpenFraction, split_seed: Seed, expect: Expect | None
+) -> InMemoryDataset:
     """The 1797 UCI optical-recognition digits (8x8, grey values 0..16), 10 classes.
 
     There is no official split: `test_fraction` of each class is held out as the test set by

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -40,12 +41,10 @@ def _image_numbers(path: Path, split: int) -> dict[str, np.ndarray]:
 
 @register_dataset("flowers17")
 def load_flowers17(
-    root: str | os.PathLike, split: int, train_on_val: bool, decoding: Decoding
+    root: str | os.PathLike, split: Literal[1, 2, 3], train_on_val: bool, decoding: Decoding
 ) -> InMemoryDataset:
     """Official split number `split` (1, 2 or 3): trn (plus val when train_on_val) for training,
     tst for test. Image n belongs to class (n - 1) // 80."""
-    if split not in (1, 2, 3):
-        raise ValueError(f"flowers17: split must be 1, 2 or 3, got {split!r}")
     root = FLOWERS17.check(root)
     numbers = _image_numbers(root / "datasplits.mat", split)
     train = np.concatenate([numbers["trn"], numbers["val"]]) if train_on_val else numbers["trn"]

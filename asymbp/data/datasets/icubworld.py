@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from asymbp.data.base import InMemoryDataset
 from asymbp.data.decode import Decoding
@@ -52,18 +53,16 @@ def icubworld_tree(
 @register_dataset("icubworld")
 def load_icubworld(
     root: str | os.PathLike,
-    labels: str,
-    train_days: list[int],
-    test_days: list[int],
+    labels: Literal[ICUBWORLD_LABELS],
+    train_days: list[Literal[1, 2, 3, 4]],
+    test_days: list[Literal[1, 2, 3, 4]],
     decoding: Decoding,
 ) -> InMemoryDataset:
     """iCubWorld28's official split: train/day<d>/ for training, test/day<d>/ for test, labelled
     by category (7) or by object (28)."""
-    if labels not in ICUBWORLD_LABELS:
-        raise ValueError(f"icubworld: labels must be one of {ICUBWORLD_LABELS}, got {labels!r}")
     for key, days in (("train_days", train_days), ("test_days", test_days)):
-        if not days or not set(days) <= {1, 2, 3, 4}:
-            raise ValueError(f"icubworld: {key} must be some of 1, 2, 3, 4, got {days!r}")
+        if not days:
+            raise ValueError(f"icubworld: {key} must name some of the days 1, 2, 3, 4")
     root = ICUBWORLD.check(root)
     train_paths, train_names = icubworld_tree(root, "train", list(train_days), labels)
     test_paths, test_names = icubworld_tree(root, "test", list(test_days), labels)

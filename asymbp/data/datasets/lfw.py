@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import os
 from pathlib import Path
+from typing import Literal
 
 from asymbp.data.base import InMemoryDataset
 from asymbp.data.decode import Decoding
@@ -16,6 +17,7 @@ from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_by_rule, require_listed
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
+from asymbp.registry import OpenFraction, PositiveInt, Seed
 
 LFW = Layout(
     "lfw",
@@ -38,6 +40,8 @@ LFW_COPIES = {
         ("lfw-deepfunneled/lfw-deepfunneled", "lfw_allnames.csv"),
     ),
 }
+#: lfw's image_set choices.
+LFW_IMAGE_SETS = tuple(LFW_COPIES)
 
 
 def _lfw_people(layout: Layout, path: Path) -> list[tuple[str, int]]:
@@ -75,19 +79,17 @@ def lfw_files(root: Path, image_set: str) -> tuple[Path, list[Path], list[int], 
 @register_dataset("lfw")
 def load_lfw(
     root: str | os.PathLike,
-    image_set: str,
-    min_images: int,
-    train_per_class: int | None,
-    test_per_class: int | None,
-    test_fraction: float | None,
-    split_seed: int,
+    image_set: Literal[LFW_IMAGE_SETS],
+    min_images: PositiveInt,
+    train_per_class: PositiveInt | None,
+    test_per_class: PositiveInt | None,
+    test_fraction: OpenFraction | None,
+    split_seed: Seed,
     decoding: Decoding,
 ) -> InMemoryDataset:
     """Labeled Faces in the Wild (Huang et al. 2007) as N-way identification of the people with
     at least min_images images, from UMass's files or the Kaggle mirror; no official
     identification split, a seeded per-class rule."""
-    if image_set not in LFW_COPIES:
-        raise ValueError(f"lfw: image_set must be one of {sorted(LFW_COPIES)}, got {image_set!r}")
     root = LFW.check(root)
     folder, paths, labels, classes = lfw_files(root, image_set)
     return load_by_rule(

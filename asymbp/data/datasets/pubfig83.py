@@ -14,6 +14,7 @@ from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_by_rule
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
+from asymbp.registry import OpenFraction, PositiveInt, Seed
 
 PUBFIG83 = Layout(
     "pubfig83",
@@ -39,11 +40,11 @@ def person_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
 @register_dataset("pubfig83")
 def load_pubfig83(
     root: str | os.PathLike,
-    train_per_class: int | None,
-    test_per_class: int | None,
-    test_fraction: float | None,
-    split_seed: int,
-    min_images: int,
+    train_per_class: PositiveInt | None,
+    test_per_class: PositiveInt | None,
+    test_fraction: OpenFraction | None,
+    split_seed: Seed,
+    min_images: PositiveInt,
     decoding: Decoding,
 ) -> InMemoryDataset:
     """PubFig83 (Pinto et al. 2011): 83-way identification, one folder of images per person,

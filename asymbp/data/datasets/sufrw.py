@@ -16,6 +16,7 @@ from asymbp.data.layout import Layout
 from asymbp.data.pipeline import load_by_rule, require_listed
 from asymbp.data.registry import register_dataset
 from asymbp.data.splits import SplitRule
+from asymbp.registry import OpenFraction, PositiveInt, Seed
 
 #: SUFR_ver1.3's README (Leibo, Liao & Poggio; klab.tch.harvard.edu/cbmm/other/SUFR_README.txt):
 #: SUFR-W is SUFR_in_the_wild/ with the images and SUFR_in_the_wild_info.mat/.txt, the id and
@@ -81,11 +82,11 @@ def sufrw_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
 @register_dataset("sufrw")
 def load_sufrw(
     root: str | os.PathLike,
-    train_per_class: int | None,
-    test_per_class: int | None,
-    test_fraction: float | None,
-    split_seed: int,
-    min_images: int,
+    train_per_class: PositiveInt | None,
+    test_per_class: PositiveInt | None,
+    test_fraction: OpenFraction | None,
+    split_seed: Seed,
+    min_images: PositiveInt,
     decoding: Decoding,
 ) -> InMemoryDataset:
     """SUFR-W (Leibo, Liao & Poggio 2014) as N-way identification of its people, read from the

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 
 from asymbp.data.base import Expect, InMemoryDataset
 from asymbp.data.registry import register_dataset
+from asymbp.registry import NonNegative, PositiveInt, Range, Seed
 
 
 @register_dataset("synthetic")
 def load_synthetic(
-    num_classes: int,
-    channels: int,
-    size: int,
-    train_size: int,
-    test_size: int,
-    noise: float,
-    seed: int,
-    expect: Expect,
+    num_classes: Annotated[int, Range(ge=2)],
+    channels: PositiveInt,
+    size: PositiveInt,
+    train_size: PositiveInt,
+    test_size: PositiveInt,
+    noise: NonNegative,
+    seed: Seed,
+    expect: Expect | None,
 ) -> InMemoryDataset:
     """Each class has a fixed random prototype image with pixels uniform in [0, 1]; a sample is
     its class's prototype plus N(0, noise^2) per pixel, clipped to [0, 1] and quantized to uint8.
@@ -27,15 +30,6 @@ def load_synthetic(
     a nearest-class-mean classifier scores about 99%: a model that cannot learn it is broken.
     The same arguments always give the same data; the test set does not depend on train_size.
     """
-    if num_classes < 2:
-        raise ValueError(f"synthetic: num_classes must be >= 2, got {num_classes}")
-    if min(channels, size, train_size, test_size) < 1:
-        raise ValueError(
-            "synthetic: channels, size, train_size and test_size must be >= 1, got "
-            f"{channels}, {size}, {train_size}, {test_size}"
-        )
-    if noise < 0:
-        raise ValueError(f"synthetic: noise must be >= 0, got {noise}")
     # Independent streams, so that changing one split's size leaves the other split unchanged.
     prototype_seq, train_seq, test_seq = np.random.SeedSequence(seed).spawn(3)
     prototypes = np.random.default_rng(prototype_seq).random((num_classes, channels, size, size))

@@ -17,6 +17,7 @@ import functools
 import math
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from asymbp.data.cache import CacheKey, fingerprint, load_cached
 from asymbp.data.formats.sphere import read_audio
 from asymbp.data.layout import Layout
 from asymbp.data.registry import register_dataset
+from asymbp.registry import Count, Positive, PositiveInt
 
 TIMIT = Layout(
     "timit",
@@ -183,28 +185,17 @@ def frame_features(utterances: list[Path], options: dict) -> tuple[torch.Tensor,
     return features, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
 
 
-def _check_options(options: dict) -> None:
-    phone_classes(options["phones"])
-    if options["test_set"] not in TEST_SETS:
-        raise ValueError(f"timit: test_set must be one of {TEST_SETS}, got {options['test_set']!r}")
-    for key in ("n_mels", "frame_ms", "hop_ms"):
-        if not options[key] > 0:
-            raise ValueError(f"timit: {key} must be > 0, got {options[key]!r}")
-    if not (isinstance(options["context"], int) and options["context"] >= 0):
-        raise ValueError(f"timit: context must be an integer >= 0, got {options['context']!r}")
-
-
 @register_dataset("timit")
 def load_timit(
     root: str | os.PathLike,
-    phones: int,
-    n_mels: int,
-    context: int,
-    frame_ms: float,
-    hop_ms: float,
-    test_set: str,
+    phones: Literal[39, 61],
+    n_mels: PositiveInt,
+    context: Count,
+    frame_ms: Positive,
+    hop_ms: Positive,
+    test_set: Literal[TEST_SETS],
     include_sa: bool,
-    expect: Expect,
+    expect: Expect | None,
     cache: bool,
     cache_dir: str | os.PathLike | None,
 ) -> InMemoryDataset:
@@ -217,7 +208,6 @@ def load_timit(
         "phones": phones, "n_mels": n_mels, "context": context, "frame_ms": frame_ms,
         "hop_ms": hop_ms, "test_set": test_set, "include_sa": include_sa,
     }  # fmt: skip
-    _check_options(options)
     root = TIMIT.check(root)
     folders = corpus_folders(root)
     speakers = CORE_TEST_SPEAKERS if test_set == "core" else None
