@@ -51,7 +51,8 @@ def in_sweep() -> bool:
 
 def launcher_threads() -> int | None:
     """Torch threads for one job of a parallel launcher, so that jobs do not oversubscribe cores:
-    cores / n_jobs under joblib, cpus_per_task under submitit; None elsewhere."""
+    cores / n_jobs under joblib, cpus_per_task under submitit, ray.remote.num_cpus under Ray;
+    None elsewhere."""
     if not HydraConfig.initialized():
         return None
     launcher = HydraConfig.get().launcher
@@ -62,6 +63,8 @@ def launcher_threads() -> int | None:
         return max(1, cores // max(1, n_jobs))
     if "submitit_launcher" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
+    if target.endswith("RayLauncher") and launcher.ray.remote.get("num_cpus"):
+        return max(1, int(launcher.ray.remote.num_cpus))
     return None
 
 

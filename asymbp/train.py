@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -252,7 +253,8 @@ def run(
     interrupt a run). With `attack` chosen, the finished run is then attacked (asymbp.evaluate:
     what its robustness/ folder holds already is not computed again).
     """
-    metrics = _train_run(cfg, out_dir, on_epoch_end)
+    with _preemption_deferred() as after_checkpoint:
+        metrics = _train_run(cfg, out_dir, _then(on_epoch_end, after_checkpoint))
     if robustness.enabled(cfg.get("attack")) and not metrics.get("diverged"):
         run_dir = Path(out_dir) if out_dir is not None else runs.run_directory(cfg)
         keys = {"device": cfg.device, "threads": cfg.threads}
@@ -406,6 +408,58 @@ def _ctrl_c_deferred():
         signal.signal(signal.SIGINT, previous)
     if pressed:
         raise KeyboardInterrupt
+
+
+def _then(first: Callable[[int], None] | None, second: Callable[[int], None]):
+    def both(epoch: int) -> None:
+        if first is not None:
+            first(epoch)
+        second(epoch)
+
+    return both
+
+
+@contextlib.contextmanager
+def _preemption_deferred():
+    """In a submitit job (hydra/launcher=slurm, submitit_local), submitit's preemption/timeout
+    signal (USR2, sent `signal_delay_s` before the end) takes effect after the next epoch's
+    checkpoint: submitit's own handler then requeues the job, which resumes from that epoch.
+    Yields what the training loop calls after each saved epoch. Elsewhere: no change."""
+    sig = _submitit_signal()
+    previous = signal.getsignal(sig) if sig is not None else None
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        yield lambda epoch: None
+        return
+    received = []
+
+    def receive(signum, frame):
+        received.append((signum, frame))
+        log.warning("preemption signal %s: the run stops after this epoch's checkpoint", signum)
+
+    def after_checkpoint(epoch: int) -> None:
+        if received:
+            log.warning("epoch %d saved: handing the job to submitit to requeue", epoch)
+            signal.signal(sig, previous)
+            previous(*received[0])  # requeues: exits the process (or raises, out of requeues)
+
+    signal.signal(sig, receive)
+    try:
+        yield after_checkpoint
+    finally:
+        signal.signal(sig, previous)
+    if received:
+        log.warning("the run finished before its next checkpoint: the job is not requeued")
+
+
+def _submitit_signal():
+    """submitit's preemption signal when this process is a submitit job, else None."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    try:
+        from submitit import JobEnvironment
+    except ImportError:
+        return None
+    return JobEnvironment._usr_sig()
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
