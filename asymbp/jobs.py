@@ -22,6 +22,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from asymbp.registry import PositiveInt, Seed
+
 #: Set by the sweeper to its process id; a job running in a child of that process (a joblib or
 #: submitit-local worker) ends when that process is gone.
 SWEEP_PID_ENV = "ASYMBP_SWEEP_PID"
@@ -43,6 +45,14 @@ class JobFailed(Exception):
     def __init__(self, message: str, busy: bool = False):
         super().__init__(message)
         self.busy = busy
+
+
+#: An Optuna search's numeric keys (hydra.sweeper.*; conf/hparams_search/_search.yaml) and their
+#: ranges: checked on the command line by asymbp-train and by the sweeper when it starts.
+SEARCH_KEYS = {
+    "n_trials": PositiveInt, "n_jobs": PositiveInt, "max_failures": PositiveInt | None,
+    "sampler.seed": Seed | None,
+}  # fmt: skip
 
 
 def in_sweep() -> bool:

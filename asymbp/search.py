@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -19,12 +20,11 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 
 from asymbp import jobs
-from asymbp.registry import PositiveInt, check_values
+from asymbp.config import ConfigError
+from asymbp.registry import check_values
 
 #: The trial's user attribute naming the process that runs it: "host:pid".
 PROCESS_ATTR = "asymbp.process"
-#: The sweeper's numeric keys (hydra.sweeper.*) and their ranges.
-SWEEPER_KEYS = {"max_failures": PositiveInt | None, "n_trials": PositiveInt, "n_jobs": PositiveInt}
 #: The user attribute of a trial that failed because its run directory was busy.
 BUSY_ATTR = "asymbp.busy"
 
@@ -73,13 +73,16 @@ def reseed(sampler, seed: int | None) -> None:
 
 @contextlib.contextmanager
 def _storage_lock(storage):
-    """An exclusive lock beside a sqlite study (`<db>.lock`) for the block; nothing for other
-    storages (a database server orders its own writes)."""
+    """An exclusive lock beside a sqlite study (`<db>.lock`) for the block, its folder created
+    (the sweep folder, which Hydra makes only later); nothing for other storages (a database
+    server orders its own writes)."""
     url = str(storage or "")
     if not url.startswith("sqlite:///"):
         yield
         return
-    with open(url[len("sqlite:///") :] + ".lock", "a") as handle:
+    database = Path(url[len("sqlite:///") :])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -105,10 +108,14 @@ def _sigterm_as_interrupt():
 
 
 class AsymbpOptunaSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, *args, max_failures: PositiveInt | None = 3, **kwargs) -> None:
+    def __init__(self, *args, max_failures: int | None = 3, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         values = {"max_failures": max_failures, "n_trials": self.n_trials, "n_jobs": self.n_jobs}
-        check_values("hydra.sweeper", values, SWEEPER_KEYS)
+        try:  # a search config's own values (the command line's are checked by asymbp-train)
+            check_values("hydra.sweeper", values, jobs.SEARCH_KEYS)
+        except ConfigError as error:
+            self._say(f"asymbp-train: error: {error}")
+            sys.exit(2)
         self.max_failures = max_failures
 
     def _say(self, line: str) -> None:

@@ -25,6 +25,7 @@ import hydra
 import pandas as pd
 import torch
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from asymbp import finetune, jobs, loggers, plugins, robustness, runs
@@ -45,20 +46,11 @@ from asymbp.feedback import RULES
 from asymbp.files import remove_stale_temps
 from asymbp.layers import update_feedback_after_steps
 from asymbp.metrics import backward_alignment, weight_alignment
+from asymbp.registry import check_values
 
 log = logging.getLogger("asymbp")
 #: Errors that end a run with one line `asymbp-train: error: ...` (exit 2; 75 for RunBusy).
 ONE_LINE_ERRORS = (ConfigError, DatasetError, runs.RunError)
-
-
-def _made_dir(path: str) -> str:
-    """${asymbp.mkdir:DIR} is DIR, created: the hparams_search presets keep their Optuna study
-    (sqlite) in the sweep folder, which Hydra creates only after the sweeper opened the study."""
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return path
-
-
-OmegaConf.register_new_resolver("asymbp.mkdir", _made_dir, replace=True)
 
 
 def _register_searches() -> None:
@@ -518,10 +510,30 @@ def with_search_sweeper(argv: list[str]) -> list[str]:
     return argv
 
 
+def check_search_numbers(argv: list[str]) -> None:
+    """Exit 2 with one line when the command line gives a search's number (jobs.SEARCH_KEYS:
+    hydra.sweeper.n_trials, ...) a value of the wrong type or range, before Hydra composes it
+    (OmegaConf's typed sweeper config would refuse some in several lines, accept others)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        name = _key(arg).removeprefix("hydra.sweeper.")
+        if "=" not in arg or name not in jobs.SEARCH_KEYS or name == _key(arg):
+            continue
+        try:
+            value = parser.parse_override(arg).value()
+            check_values("hydra.sweeper", {name: value}, jobs.SEARCH_KEYS)
+        except (ConfigError, HydraException) as error:
+            print(f"asymbp-train: error: {str(error).splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
+
+
 def main() -> None:
-    """asymbp-train: the command line checked for shared parts, given asymbp's Optuna sweeper
-    when it names a search, then Hydra's app."""
+    """asymbp-train: the command line checked for shared parts and a search's numbers, given
+    asymbp's Optuna sweeper when it names a search, then Hydra's app."""
     refuse_shared_parts(sys.argv[1:])
+    check_search_numbers(sys.argv[1:])
     sys.argv[1:] = with_search_sweeper(sys.argv[1:])
     hydra_main()
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import CONFIG_DIR, run_cli
 from omegaconf import OmegaConf
 
-from asymbp import robustness
+from asymbp import jobs, robustness
 from asymbp.config import ConfigError
 from asymbp.data import DATASETS
 from asymbp.data.base import Expect
@@ -25,7 +25,7 @@ from asymbp.feedback import RULES
 from asymbp.models import CONTRACT, MODELS
 from asymbp.optim import OPTIMIZERS, OptimizerKeys
 from asymbp.registry import Range, declarations
-from asymbp.train import run
+from asymbp.train import check_search_numbers, run
 
 #: The groups whose options are checked here, with every shipped option (not the shared `_` files).
 GROUPS = ("dataset", "model", "feedback", "norm", "optimizer", "attack", "logger")
@@ -162,4 +162,37 @@ def test_a_yaml_boolean_for_a_group_number_exits_2_with_one_line_and_no_run_dire
     assert result.stderr.strip() == (
         "asymbp-train: error: feedback.lr=True is out of range: a number > 0"
     ), result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+#: A value past each search number's range (jobs.SEARCH_KEYS).
+SEARCH_PAST = {"n_trials": 0, "n_jobs": 0, "max_failures": 0, "sampler.seed": 2**63}
+
+
+def test_the_search_numbers_are_declared():
+    assert set(SEARCH_PAST) == set(jobs.SEARCH_KEYS)
+    search = OmegaConf.load(CONFIG_DIR / "hparams_search" / "_search.yaml").hydra.sweeper
+    for key in SEARCH_PAST:
+        assert OmegaConf.select(search, key) is not None or key == "max_failures", key
+
+
+@pytest.mark.parametrize("key", sorted(SEARCH_PAST))
+def test_a_bad_search_number_on_the_command_line_is_one_line_exit_2(capsys, key):
+    for bad in ("true", "x", "-1", "nan", str(SEARCH_PAST[key])):
+        with pytest.raises(SystemExit) as exit_:
+            check_search_numbers(["hparams_search=usf", f"hydra.sweeper.{key}={bad}"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert err.startswith(f"asymbp-train: error: hydra.sweeper.{key}=") and err.count("\n") == 1
+    check_search_numbers(["hparams_search=usf", f"hydra.sweeper.{key}=3"])  # a good value passes
+
+
+def test_a_bad_search_number_exits_before_hydra_writes_anything(tmp_path):
+    result = run_cli(
+        "-m", "hparams_search=usf", "hydra.sweeper.n_trials=0", f"output_root={tmp_path}"
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "asymbp-train: error: hydra.sweeper.n_trials=0 is out of range: an integer >= 1\n"
+    )
     assert not any(tmp_path.iterdir())
