@@ -140,7 +140,8 @@ def sweep_command(args, profile: Profile, preset: str, dataset: str, extra: list
     command = [
         sys.executable, "-m", "asymbp.train", "-m", f"experiment={preset}", f"dataset={dataset}",
         f"seed={seeds}", f"exp_name={args.profile}", f"output_root={Path(args.out) / 'runs'}",
-        "progress=false", *LAUNCHERS[args.launcher or profile.launcher], *profile.overrides,
+        "progress=false", "sweep_report=false",  # the script aggregates every preset at the end
+        *LAUNCHERS[args.launcher or profile.launcher], *profile.overrides,
         *profile.per_dataset.get(dataset, ()), *extra,
     ]  # fmt: skip
     if args.data_root:

@@ -21,7 +21,7 @@ from asymbp.train import run
 #: A run of about 0.1 s per epoch: long enough to be preempted mid-way, short enough to finish.
 RUN = (
     "dataset=synthetic", "dataset.train_size=2048", "dataset.size=16", "model=mlp",
-    "epochs=40", "threads=1", "progress=false",
+    "epochs=30", "threads=1", "progress=false",
 )  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def test_a_preempted_submitit_job_saves_its_epoch_is_requeued_and_ends_with_the_
     log = (run_dir / runs.LOG).read_text()
     assert "the run stops after this epoch's checkpoint" in log
     stopped = int(log.split("handing the job to submitit")[0].rsplit("epoch ", 1)[1].split()[0])
-    assert 3 <= stopped < 40 and f"after epoch {stopped}" in log  # resumed from that checkpoint
+    assert 3 <= stopped < 30 and f"after epoch {stopped}" in log  # resumed from that checkpoint
     requeued = "".join(p.read_text() for p in (tmp_path / "sweep").rglob("*_log.out"))
     assert "Requeued job" in requeued
     assert (run_dir / runs.DONE).exists()
@@ -88,7 +88,7 @@ def test_a_preempted_submitit_job_saves_its_epoch_is_requeued_and_ends_with_the_
     reference = make_config(*RUN)
     run(reference)
     uninterrupted = _history(runs.run_directory(reference))
-    assert len(uninterrupted) == 40
+    assert len(uninterrupted) == 30
     pd.testing.assert_frame_equal(_history(run_dir), uninterrupted)
 
 

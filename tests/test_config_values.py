@@ -156,14 +156,6 @@ def test_the_options_cover_every_group_with_numeric_keys():
     assert ("feedback", "wm") in OPTIONS and ("dataset", "synthetic") in OPTIONS
 
 
-def test_a_yaml_boolean_for_a_group_number_exits_2_with_one_line_and_no_run_directory(tmp_path):
-    result = run_cli("feedback=wm", "feedback.lr=true", f"output_root={tmp_path}", "epochs=1")
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "asymbp-train: error: feedback.lr=True is out of range: a number > 0"
-    ), result.stderr
-    assert not any(tmp_path.iterdir())
-
 
 #: A value past each search number's range (jobs.SEARCH_KEYS).
 SEARCH_PAST = {"n_trials": 0, "n_jobs": 0, "max_failures": 0, "sampler.seed": 2**63}

@@ -36,7 +36,7 @@ def test_every_rule_has_a_preset(rule):
 
 
 @pytest.mark.slow
-def test_search_on_digits_stores_its_study_and_resumes(tmp_path):
+def test_search_on_digits_stores_its_study_and_a_rerun_continues_it_with_new_proposals(tmp_path):
     # named alone: asymbp-train adds the Optuna sweeper (Hydra keeps the primary config's arms)
     command = ["-m", "hparams_search=usf", "hydra.sweeper.n_trials=2",
                f"output_root={tmp_path}", *TINY]  # fmt: skip
@@ -57,6 +57,8 @@ def test_search_on_digits_stores_its_study_and_resumes(tmp_path):
     study = optuna.load_study(study_name="hparams_usf", storage=storage)
     assert len(study.trials) == 4  # loaded and continued, not started over
     assert study.best_value == max(t.value for t in study.trials)
+    first, second = [t.params for t in study.trials[:2]], [t.params for t in study.trials[2:]]
+    assert not any(p in first for p in second)  # not a replay of the first invocation
 
 
 # ------------------------------------------------- searches that survive what users do (issue 21)
@@ -98,18 +100,6 @@ def test_the_failure_budget_stops_a_search_in_one_line(tmp_path):
         "asymbp-train: search stopped: 3 trials failed"
     )
     assert states(load(tmp_path)) == ["FAIL", "FAIL", "FAIL"]  # the default budget, 3
-
-
-def test_a_rerun_continues_the_study_with_new_proposals(tmp_path):
-    command = ["-m", "hparams_search=usf", "hydra.sweeper.n_trials=2",
-               f"output_root={tmp_path}", *TINY]  # fmt: skip
-    for _ in range(2):
-        result = run_cli(*command)
-        assert result.returncode == 0, result.stderr[-2000:]
-    trials = load(tmp_path).trials
-    assert len(trials) == 4
-    first, second = [t.params for t in trials[:2]], [t.params for t in trials[2:]]
-    assert not any(p in first for p in second)  # not a replay of the first invocation
 
 
 def _search(tmp_path, *extra) -> subprocess.Popen:

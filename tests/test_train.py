@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from asymbp import runs
 from asymbp.build import make_model, make_optimizer, make_scheduler, validate
 from asymbp.config import GROUPS, ConfigError
-from asymbp.data import Splits
+from asymbp.data import DatasetError, Splits
 from asymbp.data.formats.idx import write_idx
 from asymbp.optim import BatchManhattan
 from asymbp.train import run
@@ -220,18 +220,17 @@ def test_values_out_of_range_raise_config_error_naming_the_key(make_config, over
 
 
 @pytest.mark.slow
-def test_cli_bad_input_exits_with_one_line_and_no_done(tmp_path):
+def test_cli_bad_input_exits_with_one_line_and_no_done(tmp_path, make_config):
     out = tmp_path / "outputs"
-    result = run_cli("feedback=sc", "feedback.concordance=2", f"output_root={out}")
+    # issue 21 case 8: YAML's true is a Python int, which used to pass as 1 and fail mid-run
+    result = run_cli("feedback=wm", "feedback.lr=true", f"output_root={out}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "asymbp-train: error: feedback.concordance=2 is out of range: a number in [0, 1]"
+        "asymbp-train: error: feedback.lr=True is out of range: a number > 0"
     ]
     missing = tmp_path / "nowhere"
-    result = run_cli("dataset=fashion_mnist", f"dataset.root={missing}", f"output_root={out}")
-    assert result.returncode == 2
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("asymbp-train: error: fashion_mnist:") and str(missing) in line
+    with pytest.raises(DatasetError, match=rf"^fashion_mnist: .*{missing}"):
+        run(make_config("dataset=fashion_mnist", f"dataset.root={missing}"))
     result = run_cli("feedback=nope", f"output_root={out}")
     assert result.returncode != 0
     assert "Available options in 'feedback'" in result.stderr and "usf" in result.stderr
