@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import Literal
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -24,6 +25,8 @@ from asymbp.optim import (
     OPTIMIZER_KEYS,
     OPTIMIZERS,
     SCHEDULES,
+    SCOPES,
+    SIGN_OF,
     BatchManhattan,
     OptimizerKeys,
     output_layer_parameters,
@@ -43,14 +46,19 @@ from asymbp.runs import NAME_MAX
 RULE_KEYS = ("name", "last_layer_bp", "modules")
 #: How feedback.modules is written (the error for a malformed one shows it).
 MODULES_EXAMPLE = "feedback.modules='[{match: \"*attn*\", name: bp}]'"
-#: The keys of a norm config (read by make_model and make_optimizer).
-NORM_KEYS = ("name", "batch_norm", "batch_manhattan", "scope", "sign_of")
-#: train.yaml's numeric keys and what each may be (checked by registry.check_values, as every
-#: group's options are from their components' annotations).
+#: The keys of a norm config (read by make_model and make_optimizer) and what each may be.
+NORM_KEYS = {
+    "name": str, "batch_norm": bool, "batch_manhattan": bool, "scope": Literal[SCOPES],
+    "sign_of": Literal[SIGN_OF],
+}  # fmt: skip
+#: train.yaml's numeric and true/false keys and what each may be (checked by
+#: registry.check_values, as every group's options are from their components' annotations): a
+#: string is not a boolean (`force=maybe` would be true).
 TOP_LEVEL = {
     "epochs": PositiveInt, "batch_size": PositiveInt, "eval_batch_size": PositiveInt,
     "alignment_batch": PositiveInt, "seed": Seed, "val_seed": Seed, "val_fraction": Rate,
     "train_subset": PositiveInt | None, "threads": PositiveInt | None, "divergence_loss": Positive,
+    "deterministic": bool, "force": bool, "alignment": bool, "dry_run": bool, "sweep_report": bool,
 }  # fmt: skip
 
 
@@ -167,6 +175,7 @@ def _check_known_keys(cfg: DictConfig) -> None:
     for key in cfg.norm:
         if key not in NORM_KEYS:
             raise _unknown_key(cfg, f"norm.{key}", f"norm {cfg.norm.name}")
+    check_values("norm", options_of(cfg.norm), NORM_KEYS)
 
 
 def _check_exp_name(name) -> None:
@@ -187,6 +196,8 @@ def _check_exp_name(name) -> None:
 
 def feedback_rule(cfg: DictConfig) -> FeedbackRule:
     """The rule object the feedback config describes (feedback.RULES builds it)."""
+    last = {"last_layer_bp": cfg.feedback.get("last_layer_bp", False)}
+    check_values("feedback", last, {"last_layer_bp": bool})
     return RULES.build_from(cfg.feedback, skip=RULE_KEYS)
 
 

@@ -188,3 +188,27 @@ def test_a_bad_search_number_exits_before_hydra_writes_anything(tmp_path):
         "asymbp-train: error: hydra.sweeper.n_trials=0 is out of range: an integer >= 1\n"
     )
     assert not any(tmp_path.iterdir())
+
+
+#: The true/false keys: train.yaml's, the norm's and the feedback's conversion switch.
+SWITCHES = (
+    "deterministic", "force", "alignment", "dry_run", "sweep_report", "norm.batch_norm",
+    "norm.batch_manhattan", "feedback.last_layer_bp",
+)  # fmt: skip
+
+
+def test_every_switch_is_listed():
+    train = OmegaConf.load(CONFIG_DIR / "train.yaml")
+    norm = OmegaConf.load(CONFIG_DIR / "norm" / "bn_bm.yaml")
+    found = {k for k, v in train.items() if isinstance(v, bool)}
+    found |= {f"norm.{k}" for k, v in norm.items() if isinstance(v, bool)}
+    assert found | {"feedback.last_layer_bp"} == set(SWITCHES)
+
+
+@pytest.mark.parametrize("key", SWITCHES)
+def test_a_switch_refuses_what_is_not_true_or_false(make_config, tmp_path, key):
+    """A string or a number is not a switch: `force=maybe` would have been true."""
+    for bad in ("2", "maybe", "0"):
+        with pytest.raises(ConfigError, match=rf"^{key}=.* is out of range: true or false$"):
+            run(make_config(f"{key}={bad}"))
+    assert not (tmp_path / "outputs").exists()

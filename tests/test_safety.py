@@ -409,7 +409,7 @@ def test_a_full_run_disk_is_one_line_naming_the_directory(make_config, full_disk
         ("optimizer=adam optimizer.betas=[1.5,0.999]", "optimizer.betas=[1.5, 0.999] is out of"),
         ("optimizer.name=rmsprop", "optimizer.name='rmsprop' is unknown: choose one of sgd, adam"),
         ("optimizer.schedule=cosin", "optimizer.schedule='cosin' is unknown: did you mean cosine?"),
-        ("norm.scope=some", "norm=bn_bm: Batch Manhattan scope must be one of"),
+        ("norm.scope=some", "norm.scope='some' is out of range: one of all, weights, hidden"),
         ("+lr=1", "lr is not a key of the config: did you mean optimizer.lr?"),
         ("+optimizer.eps=1e-8", "optimizer=sgd has no option eps: its options are momentum"),
         ("+norm.eps=1e-5", "norm.eps is not a key of norm bn_bm"),
