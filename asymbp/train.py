@@ -416,11 +416,15 @@ def _preemption_deferred():
     """In a submitit job (hydra/launcher=slurm, submitit_local), submitit's preemption/timeout
     signal (USR2, sent `signal_delay_s` before the end) takes effect after the next epoch's
     checkpoint: submitit's own handler then requeues the job, which resumes from that epoch.
-    Yields what the training loop calls after each saved epoch. Elsewhere: no change."""
+    Yields what the training loop calls after each saved epoch; a run trained inside another's
+    (init_from's source) shares the outer one's. Elsewhere: no change."""
     sig = _submitit_signal()
     previous = signal.getsignal(sig) if sig is not None else None
     if not callable(previous) or threading.current_thread() is not threading.main_thread():
         yield lambda epoch: None
+        return
+    if hasattr(previous, "after_checkpoint"):  # nested: the outer run's deferral is in place
+        yield previous.after_checkpoint
         return
     received = []
 
@@ -434,6 +438,7 @@ def _preemption_deferred():
             signal.signal(sig, previous)
             previous(*received[0])  # requeues: exits the process (or raises, out of requeues)
 
+    receive.after_checkpoint = after_checkpoint
     signal.signal(sig, receive)
     try:
         yield after_checkpoint

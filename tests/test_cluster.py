@@ -113,3 +113,42 @@ def test_ray_runs_each_run_as_a_ray_task_and_the_sweep_is_aggregated(tmp_path):
         assert metrics["threads"] == 1  # ray.remote.num_cpus
     table = pd.read_csv(tmp_path / "default" / "report" / "runs.csv")
     assert sorted(table["seed"]) == [0, 1]
+
+
+class _Requeued(Exception):
+    pass
+
+
+def test_the_preemption_signal_waits_for_the_next_checkpoint_also_inside_a_nested_run(monkeypatch):
+    """In-process: submitit's handler (a stand-in that records and raises, as its requeue exits)
+    is called at the first checkpoint after the signal, not when the signal arrives; a run
+    trained inside another (init_from's source) hands it over at its own checkpoint."""
+    from submitit import JobEnvironment
+
+    from asymbp.train import _preemption_deferred
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    sig, calls = JobEnvironment._usr_sig(), []
+
+    def submitit_handler(signum, frame):
+        calls.append(signum)
+        raise _Requeued
+
+    original = signal.signal(sig, submitit_handler)
+    try:
+        with _preemption_deferred() as outer:
+            outer(1)  # no signal yet: nothing happens
+            with _preemption_deferred() as inner:
+                assert inner is outer  # the nested run shares the outer deferral
+                os.kill(os.getpid(), sig)
+                time.sleep(0.01)
+                assert calls == []  # held while the epoch runs
+                with pytest.raises(_Requeued):
+                    inner(2)
+        assert calls == [sig]
+        assert signal.getsignal(sig) is submitit_handler  # restored
+        with _preemption_deferred() as after:
+            after(1)
+        assert calls == [sig]  # a new deferral starts clean
+    finally:
+        signal.signal(sig, original)
